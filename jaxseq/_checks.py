@@ -1,0 +1,98 @@
+"""Input validation shared by cells, `unroll` and layers.
+
+Every check runs at trace time on shapes and dtypes (free under `jit`); value
+checks (lengths in range, NaN in data) run only when the array is concrete.
+Messages name the argument, the expected and the actual value.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_option(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    """Raises `ValueError` unless `value` is one of `allowed`."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raises unless `value` is a Python int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_inputs(cell: Any, params: Any, xs: Any, *, name: str, time_axis: bool) -> None:
+    """Checks rank, dtype and feature size of `xs` against the cell's params.
+
+    Args:
+      cell: the `Cell`.
+      params: its parameters (concrete or abstract).
+      xs: `[T, *batch, in]` when `time_axis` else `[*batch, in]`.
+      name: the argument's name for messages.
+      time_axis: whether the leading axis is time.
+    """
+    shape = getattr(xs, "shape", None)
+    if shape is None:
+        raise TypeError(f"{name} must be an array, got {type(xs).__name__}")
+    min_rank = 2 if time_axis else 1
+    layout = "[time, *batch, features]" if time_axis else "[*batch, features]"
+    if len(shape) < min_rank:
+        raise ValueError(
+            f"{name} must have shape {layout} (rank >= {min_rank}), got shape {tuple(shape)}"
+        )
+    if not jnp.issubdtype(xs.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {xs.dtype}")
+    expected = cell.input_size(params)
+    if shape[-1] != expected:
+        raise ValueError(
+            f"{name} has {shape[-1]} features but the cell {cell.name} was "
+            f"initialised for {expected} (shape {tuple(shape)})"
+        )
+    if _is_concrete(xs) and not bool(jnp.all(jnp.isfinite(xs))):
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def check_carry(cell: Any, params: Any, carry: Any, batch_shape: tuple[int, ...]) -> None:
+    """Checks that `carry` has the structure, shapes and dtypes the cell expects."""
+    expected = jax.eval_shape(lambda p: cell.initial_carry(p, batch_shape), params)
+    exp_leaves, exp_tree = jax.tree.flatten(expected)
+    leaves, tree = jax.tree.flatten(carry)
+    if tree != exp_tree:
+        raise ValueError(f"carry must have the structure {exp_tree} for {cell.name}, got {tree}")
+    for leaf, exp in zip(leaves, exp_leaves, strict=True):
+        if tuple(leaf.shape) != tuple(exp.shape):
+            raise ValueError(
+                f"carry leaves must have shape {tuple(exp.shape)} (batch {batch_shape}, "
+                f"hidden {cell.hidden_size}), got {tuple(leaf.shape)}"
+            )
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise TypeError(f"carry leaves must have a floating dtype, got {leaf.dtype}")
+
+
+def check_lengths(lengths: Any, num_steps: int, batch_shape: tuple[int, ...]) -> None:
+    """Checks `lengths: int [*batch]` with values in [0, num_steps] (when concrete)."""
+    shape = getattr(lengths, "shape", None)
+    if shape is None:
+        raise TypeError(f"lengths must be an integer array, got {type(lengths).__name__}")
+    if tuple(shape) != tuple(batch_shape):
+        raise ValueError(
+            f"lengths must have the batch shape of xs {tuple(batch_shape)}, got {tuple(shape)}"
+        )
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths must have an integer dtype, got {lengths.dtype}")
+    if _is_concrete(lengths) and lengths.size:
+        low, high = int(jnp.min(lengths)), int(jnp.max(lengths))
+        if low < 0 or high > num_steps:
+            raise ValueError(
+                f"lengths must lie in [0, {num_steps}] (the number of time steps), "
+                f"got values in [{low}, {high}]"
+            )

@@ -1,0 +1,1 @@
+"""Weights to and from PyTorch and Flax."""

@@ -1,0 +1,67 @@
+"""The `Cell` contract and shared type aliases.
+
+A cell is a NamedTuple of pure functions made by a lowercase factory
+(`jaxseq.lstm(...)`, `jaxseq.gru(...)`, `jaxseq.elman(...)`); its
+hyperparameters live in the factory's closure, never in `params`.
+
+One step of every cell is split in two so that `jaxseq.unroll` can hoist the
+time-parallel part out of the scan:
+
+    xp_t = cell.project(params, x_t)              # input-only: x_t @ W + b
+    carry, y_t = cell.recur(params, carry, xp_t)  # recurrent part only
+
+`cell.step(params, carry, x_t)` is exactly `recur(params, carry, project(params, x_t))`.
+`project` acts on the last axis only, so `project(params, xs)` with
+`xs: [T, *batch, in]` computes every step's input projection in one matmul.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+from jaxseq import _checks
+
+PRNGKey = jax.Array
+Params = Any  # a pytree of arrays, usually a per-cell NamedTuple
+Carry = Any  # a pytree of arrays with leaves [*batch, hidden]
+Initializer = Callable[..., jax.Array]  # (key, shape, dtype) -> array
+
+
+class Cell(NamedTuple):
+    """A recurrent cell as pure functions (the optax / stax pattern).
+
+    Attributes:
+      name: the family and settings, for error messages and reprs.
+      hidden_size: width of the state and of the output `y_t`.
+      init: `(key, input_size) -> params`.
+      initial_carry: `(params, batch_shape) -> carry`; zeros by default. Only the
+        shapes and dtypes of `params` are read, so abstract params work.
+      project: `(params, x) -> xp`, the input-only part of a step, acting on the
+        last axis of `x: [..., input_size]` (any leading shape, time included).
+      recur: `(params, carry, xp_t) -> (carry, y_t)`, the recurrent part.
+      input_size: `(params) -> int`, the input width `params` were made for.
+    """
+
+    name: str
+    hidden_size: int
+    init: Callable[[PRNGKey, int], Params]
+    initial_carry: Callable[[Params, tuple[int, ...]], Carry]
+    project: Callable[[Params, jax.Array], Any]
+    recur: Callable[[Params, Carry, Any], tuple[Carry, jax.Array]]
+    input_size: Callable[[Params], int]
+
+    def step(self, params: Params, carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
+        """One time step in `lax.scan` order: `(carry, x_t) -> (carry, y_t)`.
+
+        Args:
+          params: the cell's parameters.
+          carry: the state, leaves `[*batch, hidden]`.
+          x_t: `[*batch, input_size]`.
+
+        Returns:
+          `(carry, y_t)` with `y_t: [*batch, hidden]`.
+        """
+        _checks.check_inputs(self, params, x_t, name="x_t", time_axis=False)
+        _checks.check_carry(self, params, carry, x_t.shape[:-1])
+        return self.recur(params, carry, self.project(params, x_t))
