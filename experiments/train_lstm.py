@@ -78,8 +78,9 @@ def main(config: Config) -> dict:
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params, opt_state, step):
-        xs, targets = adding_batch(jax.random.fold_in(data_key, step), config.batch_size,
-                                   config.seq_len)  # fmt: skip
+        xs, targets = adding_batch(
+            jax.random.fold_in(data_key, step), config.batch_size, config.seq_len
+        )
         loss, grads = jax.value_and_grad(partial(loss_fn, layer))(params, xs, targets)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
@@ -95,9 +96,11 @@ def main(config: Config) -> dict:
             now = time.perf_counter()
             record["ms_per_step"] = 1e3 * (now - last) / config.log_every
             last = now
-            print(f"step {record['step']:5d}: loss {record['loss']:.4f}, "
-                  f"grad_norm {record['grad_norm']:.3f}, {record['ms_per_step']:.1f} ms/step",
-                  flush=True)  # fmt: skip
+            print(
+                f"step {record['step']:5d}: loss {record['loss']:.4f}, "
+                f"grad_norm {record['grad_norm']:.3f}, {record['ms_per_step']:.1f} ms/step",
+                flush=True,
+            )
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
@@ -112,8 +115,10 @@ def main(config: Config) -> dict:
     }
     with open(os.path.join(config.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    print(f"test MSE {test_mse:.4f} (predicting the mean: {1 / 6:.4f}); "
-          f"{'solved' if results['solved'] else 'not solved'}; results in {config.out_dir}")  # fmt: skip
+    print(
+        f"test MSE {test_mse:.4f} (predicting the mean: {1 / 6:.4f}); "
+        f"{'solved' if results['solved'] else 'not solved'}; results in {config.out_dir}"
+    )
     return results
 
 

@@ -124,9 +124,14 @@ def rnn(cell: Cell, *, num_layers: int = 1, bidirectional: bool = False, dropout
                 index = layer * num_dirs + d
                 c0 = None if carry is None else jax.tree.map(lambda a, i=index: a[i], carry)
                 c, ys = unroll(
-                    cell, params[layer][d], inputs, c0,
-                    lengths=lengths, reverse=d == 1, **unroll_options,
-                )  # fmt: skip
+                    cell,
+                    params[layer][d],
+                    inputs,
+                    c0,
+                    lengths=lengths,
+                    reverse=d == 1,
+                    **unroll_options,
+                )
                 finals.append(c)
                 outputs.append(ys)
             inputs = jnp.concatenate(outputs, axis=-1) if num_dirs == 2 else outputs[0]

@@ -50,7 +50,11 @@ def zero_state(params: Any, batch_shape: tuple[int, ...]) -> jax.Array:
 
 
 def make_cell(
-    name: str, hidden_size: int, init: Callable, recur: Callable, initial_carry: Callable = zero_state
+    name: str,
+    hidden_size: int,
+    init: Callable,
+    recur: Callable,
+    initial_carry: Callable = zero_state,
 ) -> Cell:
     """Builds a `Cell` whose input projection is `x @ w_x + b`."""
     _checks.check_positive_int("hidden_size", hidden_size)
