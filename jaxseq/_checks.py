@@ -57,7 +57,7 @@ def check_inputs(cell: Any, params: Any, xs: Any, *, name: str, time_axis: bool)
             f"{name} has {shape[-1]} features but the cell {cell.name} was "
             f"initialised for {expected} (shape {tuple(shape)})"
         )
-    if _is_concrete(xs) and not bool(jnp.all(jnp.isfinite(xs))):
+    if _is_concrete(xs) and not np.isfinite(np.asarray(xs)).all():
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
@@ -90,7 +90,8 @@ def check_lengths(lengths: Any, num_steps: int, batch_shape: tuple[int, ...]) ->
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise TypeError(f"lengths must have an integer dtype, got {lengths.dtype}")
     if _is_concrete(lengths) and lengths.size:
-        low, high = int(jnp.min(lengths)), int(jnp.max(lengths))
+        values = np.asarray(lengths)
+        low, high = int(values.min()), int(values.max())
         if low < 0 or high > num_steps:
             raise ValueError(
                 f"lengths must lie in [0, {num_steps}] (the number of time steps), "

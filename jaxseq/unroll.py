@@ -30,8 +30,8 @@ def _reverse_within_lengths(
     Returns the permuted `xs` and the index `[T, *batch]` that did it; the
     permutation is its own inverse, so the same index maps outputs back.
     """
-    t = jnp.arange(xs.shape[0]).reshape((-1,) + (1,) * lengths.ndim)
-    index = jnp.where(valid, lengths - 1 - t, t)
+    t = jnp.broadcast_to(jnp.arange(xs.shape[0]).reshape((-1,) + (1,) * lengths.ndim), valid.shape)
+    index = jnp.where(valid, lengths[None] - 1 - t, t)
     return jnp.take_along_axis(xs, index[..., None], axis=0), index
 
 
@@ -98,7 +98,7 @@ def unroll(
     if lengths is not None:
         _checks.check_lengths(lengths, num_steps, batch_shape)
         t = jnp.arange(num_steps).reshape((-1,) + (1,) * len(batch_shape))
-        valid = t < lengths
+        valid = t < lengths[None]
         if reverse:
             xs, index = _reverse_within_lengths(xs, lengths, valid)
     scan_reverse = reverse and lengths is None
@@ -121,9 +121,7 @@ def unroll(
     if remat:
         body = jax.checkpoint(body, prevent_cse=False)
     xps = cell.project(params, xs)
-    carry, ys = jax.lax.scan(
-        body, carry, (order, xps, valid), reverse=scan_reverse, unroll=unroll
-    )
+    carry, ys = jax.lax.scan(body, carry, (order, xps, valid), reverse=scan_reverse, unroll=unroll)
     if index is not None:
         ys = jnp.take_along_axis(ys, index[..., None], axis=0)
     return carry, ys

@@ -37,7 +37,13 @@ def activation(name: str, value: str | Activation) -> Activation:
 
 def project(params: Any, x: jax.Array) -> jax.Array:
     """The input-only part of a step for every cell here: `x @ w_x + b` on the last axis."""
-    return x @ params.w_x + params.b
+    xp = x @ params.w_x
+    return xp + broadcast(params.b, xp)
+
+
+def broadcast(v: jax.Array, like: jax.Array) -> jax.Array:
+    """`v: [H]` reshaped to broadcast explicitly against `like: [..., H]` (no rank promotion)."""
+    return v.reshape((1,) * (like.ndim - v.ndim) + v.shape)
 
 
 def input_size(params: Any) -> int:

@@ -96,13 +96,14 @@ def gru(
             hz = h["z"]
             hn = h["n"]
             if reset_gate:
-                hn = sigma(x["r"] + h["r"]) * (hn + params.b_hn)
+                hn = sigma(x["r"] + h["r"]) * (hn + _common.broadcast(params.b_hn, hn))
         z = sigma(x["z"] + hz)
         n = phi(x["n"] + hn)
         h_t = (1.0 - z) * n + z * h_tm1
         return h_t, h_t
 
     name = (
-        f"gru(hidden_size={hidden_size}, reset_after={reset_after}, reset_gate={reset_gate})"
+        f"gru(hidden_size={hidden_size}, reset_after={reset_after}, reset_gate={reset_gate}, "
+        f"gate_activation={gate_activation!r}, activation={activation!r})"
     )
     return _common.make_cell(name, hidden_size, init, recur)

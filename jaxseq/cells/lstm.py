@@ -118,9 +118,9 @@ def lstm(
     def recur(params: LSTMParams, carry: LSTMCarry, xp_t: jax.Array):
         pre = dict(zip(gates, _common.split(xp_t + carry.h @ params.w_h, k)))
         if peephole:
-            pre["i"] = pre["i"] + params.w_peep[0] * carry.c
+            pre["i"] = pre["i"] + _common.broadcast(params.w_peep[0], carry.c) * carry.c
             if has_f:
-                pre["f"] = pre["f"] + params.w_peep[1] * carry.c
+                pre["f"] = pre["f"] + _common.broadcast(params.w_peep[1], carry.c) * carry.c
         i = sigma(pre["i"])
         if has_f:
             f = sigma(pre["f"])
@@ -130,12 +130,12 @@ def lstm(
             f = 1.0
         c_t = f * carry.c + i * phi(pre["g"])
         if peephole:
-            pre["o"] = pre["o"] + params.w_peep[2] * c_t
+            pre["o"] = pre["o"] + _common.broadcast(params.w_peep[2], c_t) * c_t
         h_t = sigma(pre["o"]) * phi(c_t)
         return LSTMCarry(h=h_t, c=c_t), h_t
 
     name = (
         f"lstm(hidden_size={hidden_size}, peephole={peephole}, forget_gate={forget_gate}, "
-        f"coupled={coupled})"
+        f"coupled={coupled}, gate_activation={gate_activation!r}, activation={activation!r})"
     )
     return _common.make_cell(name, hidden_size, init, recur, initial_carry)
