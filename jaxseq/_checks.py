@@ -74,8 +74,11 @@ def check_carry(cell: Any, params: Any, carry: Any, batch_shape: tuple[int, ...]
                 f"carry leaves must have shape {tuple(exp.shape)} (batch {batch_shape}, "
                 f"hidden {cell.hidden_size}), got {tuple(leaf.shape)}"
             )
-        if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise TypeError(f"carry leaves must have a floating dtype, got {leaf.dtype}")
+        if leaf.dtype != exp.dtype:
+            raise TypeError(
+                f"carry leaves must have dtype {exp.dtype} (the cell's parameter dtype), "
+                f"got {leaf.dtype}"
+            )
 
 
 def check_lengths(lengths: Any, num_steps: int, batch_shape: tuple[int, ...]) -> None:

@@ -30,7 +30,8 @@ def _reverse_within_lengths(
     Returns the permuted `xs` and the index `[T, *batch]` that did it; the
     permutation is its own inverse, so the same index maps outputs back.
     """
-    t = jnp.broadcast_to(jnp.arange(xs.shape[0]).reshape((-1,) + (1,) * lengths.ndim), valid.shape)
+    t = jnp.arange(xs.shape[0], dtype=lengths.dtype).reshape((-1,) + (1,) * lengths.ndim)
+    t = jnp.broadcast_to(t, valid.shape)
     index = jnp.where(valid, lengths[None] - 1 - t, t)
     return jnp.take_along_axis(xs, index[..., None], axis=0), index
 
@@ -97,7 +98,8 @@ def unroll(
     valid = index = None
     if lengths is not None:
         _checks.check_lengths(lengths, num_steps, batch_shape)
-        t = jnp.arange(num_steps).reshape((-1,) + (1,) * len(batch_shape))
+        lengths = jnp.asarray(lengths, jnp.int32)  # any integer dtype, under x64 too
+        t = jnp.arange(num_steps, dtype=jnp.int32).reshape((-1,) + (1,) * len(batch_shape))
         valid = t < lengths[None]
         if reverse:
             xs, index = _reverse_within_lengths(xs, lengths, valid)
@@ -111,7 +113,9 @@ def unroll(
         s, xp_t, valid_t = inputs
         if truncate is not None:
             cut = (s > 0) & (s % truncate == 0)
-            carry = jax.tree.map(lambda c: jnp.where(cut, jax.lax.stop_gradient(c), c), carry)
+            if valid_t is not None:
+                cut = cut & valid_t  # a padded step passes the carry on untouched
+            carry = _where(cut, jax.lax.stop_gradient(carry), carry)
         new_carry, y_t = cell.recur(params, carry, xp_t)
         if valid_t is not None:
             new_carry = _where(valid_t, new_carry, carry)
