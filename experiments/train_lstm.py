@@ -47,20 +47,20 @@ def adding_batch(key: jax.Array, batch_size: int, seq_len: int):
     first = jax.random.randint(k_a, (batch_size,), 0, half)
     second = jax.random.randint(k_b, (batch_size,), half, seq_len)
     t = jnp.arange(seq_len)[:, None]
-    marker = ((t == first) | (t == second)).astype(values.dtype)
+    marker = ((t == first[None]) | (t == second[None])).astype(values.dtype)
     xs = jnp.stack([values, marker], axis=-1)
     return xs, jnp.sum(values * marker, axis=0)
 
 
 def init_model(key: jax.Array, layer: jaxseq.Layer):
     k_rnn, k_out = jax.random.split(key)
-    w_out = jax.random.normal(k_out, (layer.output_size, 1)) / jnp.sqrt(layer.output_size)
-    return {"rnn": layer.init(k_rnn, 2), "w_out": w_out, "b_out": jnp.ones((1,))}
+    w_out = jax.random.normal(k_out, (layer.output_size,)) / jnp.sqrt(layer.output_size)
+    return {"rnn": layer.init(k_rnn, 2), "w_out": w_out, "b_out": jnp.ones(())}
 
 
 def predict(layer: jaxseq.Layer, params, xs):
     ys, _ = layer.apply(params["rnn"], xs)
-    return (ys[-1] @ params["w_out"] + params["b_out"])[..., 0]
+    return ys[-1] @ params["w_out"] + params["b_out"]
 
 
 def loss_fn(layer, params, xs, targets):

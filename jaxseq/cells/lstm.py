@@ -66,7 +66,8 @@ def lstm(
       forget_bias: a float added to the forget-gate block of the bias after
         `b_init` (1.0 is the unit forget bias of Jozefowicz et al. 2015; 0.0
         with `b_init=uniform_fan_in()` is PyTorch's default), or an initialiser
-        of that block (e.g. `initializers.chrono(T)`).
+        of that block (e.g. `initializers.chrono(T)`). Ignored when there is no
+        forget block (`forget_gate=False` or `coupled=True`).
       peephole: add diagonal peephole connections from the cell state.
       forget_gate: False removes the forget gate (f ≡ 1).
       coupled: True couples the gates, f = 1 − i.
