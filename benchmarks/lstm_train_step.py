@@ -9,6 +9,7 @@ median and fastest ms per step, and each median as a ratio to PyTorch's.
 
     .venv/bin/python -m benchmarks.lstm_train_step                      # shapes A and C
     .venv/bin/python -m benchmarks.lstm_train_step --shapes=A,B,C,D --rounds=3
+    .venv/bin/python -m benchmarks.lstm_train_step --malloc_thresholds   # glibc tuned
 
 Writes JSON lines to benchmarks/results/lstm_train_step.jsonl and prints a table.
 """
@@ -115,12 +116,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="turns each implementation takes")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per turn")
     parser.add_argument("--out", default="benchmarks/results/lstm_train_step.jsonl")
+    parser.add_argument(
+        "--malloc_thresholds",
+        action="store_true",
+        help="raise glibc's mmap/trim thresholds in the workers (PERF_NOTES.md, lesson 3)",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "SHAPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker, args.steps)))
         return
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    env = dict(os.environ)
+    if args.malloc_thresholds:
+        env |= {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
     records = []
     for shape in args.shapes.split(","):
         for round_ in range(args.rounds):
@@ -135,8 +144,13 @@ def main() -> None:
                     impl,
                     shape,
                 ]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                record = json.loads(out.strip().splitlines()[-1]) | {"round": round_}
+                out = subprocess.run(
+                    cmd, check=True, capture_output=True, text=True, env=env
+                ).stdout
+                record = json.loads(out.strip().splitlines()[-1]) | {
+                    "round": round_,
+                    "malloc_thresholds": args.malloc_thresholds,
+                }
                 records.append(record)
                 with open(args.out, "a") as f:
                     f.write(json.dumps(record) + "\n")

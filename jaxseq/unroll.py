@@ -104,10 +104,10 @@ def unroll(
         if reverse:
             xs, index = _reverse_within_lengths(xs, lengths, valid)
     scan_reverse = reverse and lengths is None
-    # Position in reading order, for truncation.
-    order = jnp.arange(num_steps)
-    if scan_reverse:
-        order = order[::-1]
+    order = None  # position in reading order, scanned only when truncating
+    if truncate is not None:
+        order = jnp.arange(num_steps)
+        order = order[::-1] if scan_reverse else order
 
     def body(carry, inputs):
         s, xp_t, valid_t = inputs
