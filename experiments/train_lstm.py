@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 import jaxseq
+import jaxseq.data
 from jaxseq import cli
 
 
@@ -37,19 +38,6 @@ class Config:
     log_every: int = 100  # host syncs and progress lines every this many steps
     eval_size: int = 1024  # held-out sequences for the final test MSE
     out_dir: str = "runs/train_lstm"  # results.json and metrics.jsonl go here
-
-
-def adding_batch(key: jax.Array, batch_size: int, seq_len: int):
-    """Adding-problem batch: xs `[T, B, 2]` (value, marker) and targets `[B]`."""
-    k_v, k_a, k_b = jax.random.split(key, 3)
-    values = jax.random.uniform(k_v, (seq_len, batch_size))
-    half = seq_len // 2
-    first = jax.random.randint(k_a, (batch_size,), 0, half)
-    second = jax.random.randint(k_b, (batch_size,), half, seq_len)
-    t = jnp.arange(seq_len)[:, None]
-    marker = ((t == first[None]) | (t == second[None])).astype(values.dtype)
-    xs = jnp.stack([values, marker], axis=-1)
-    return xs, jnp.sum(values * marker, axis=0)
 
 
 def init_model(key: jax.Array, layer: jaxseq.Layer):
@@ -78,7 +66,7 @@ def main(config: Config) -> dict:
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params, opt_state, step):
-        xs, targets = adding_batch(
+        xs, targets = jaxseq.data.adding(
             jax.random.fold_in(data_key, step), config.batch_size, config.seq_len
         )
         loss, grads = jax.value_and_grad(partial(loss_fn, layer))(params, xs, targets)
@@ -104,7 +92,7 @@ def main(config: Config) -> dict:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    xs, targets = adding_batch(eval_key, config.eval_size, config.seq_len)
+    xs, targets = jaxseq.data.adding(eval_key, config.eval_size, config.seq_len)
     test_mse = float(jax.jit(partial(loss_fn, layer))(params, xs, targets))
     results = {
         "test_mse": test_mse,

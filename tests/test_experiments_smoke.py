@@ -26,13 +26,3 @@ def test_train_lstm_smoke(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["hidden_size"] == 4
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [2, 3]
-
-
-def test_adding_batch_targets_are_the_marked_sums(key):
-    xs, targets = train_lstm.adding_batch(key, 5, 10)
-    assert xs.shape == (10, 5, 2) and targets.shape == (5,)
-    marker = xs[..., 1]
-    assert (marker.sum(axis=0) == 2).all()
-    assert (marker[:5].sum(axis=0) == 1).all()  # one marker in each half
-    ref = (xs[..., 0] * marker).sum(axis=0)
-    assert abs(ref - targets).max() < 1e-6
