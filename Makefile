@@ -13,7 +13,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev,plot]"
+	$(BIN)/python -m pip install -e ".[dev,plot,data,tensorboard]"
 	touch $(VENV)/.installed
 
 train: venv
