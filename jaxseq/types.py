@@ -13,6 +13,11 @@ time-parallel part out of the scan:
 `cell.step(params, carry, x_t)` is exactly `recur(params, carry, project(params, x_t))`.
 `project` acts on the last axis only, so `project(params, xs)` with
 `xs: [T, *batch, in]` computes every step's input projection in one matmul.
+
+Cells whose recurrence is elementwise linear in the state (minGRU, minLSTM,
+LRU) also describe it as a `LinearRecurrence`, so that
+`unroll(..., method="associative")` can evaluate all steps with a parallel
+scan; `recur` stays the definition and the sequential scan uses it unchanged.
 """
 
 from collections.abc import Callable
@@ -28,6 +33,32 @@ Carry = Any  # a pytree of arrays with leaves [*batch, hidden]
 Initializer = Callable[..., jax.Array]  # (key, shape, dtype) -> array
 
 
+class LinearRecurrence(NamedTuple):
+    """A cell's step written as an elementwise linear recurrence in a state `s`.
+
+        s_{t-1} = to_state(carry_{t-1})
+        s_t = a_t ⊙ s_{t-1} + b_t                     (a_t, b_t from xp_t only)
+        carry_t, y_t = readout(params, s_t, xp_t)
+
+    which must equal `recur(params, carry_{t-1}, xp_t)`. Since `a_t` and `b_t`
+    do not depend on the state, every `s_t` follows from one associative scan
+    over the pairs `(a_t, b_t)` (Blelloch 1990; Martin & Cundy 2018).
+
+    Attributes:
+      coefficients: `(params, xps) -> (a, b)`: for the hoisted projection of all
+        steps (leaves `[T, *batch, ...]`), arrays `[T, *batch, N]`, real or complex
+        (the LRU's diagonal is complex).
+      to_state: `(params, carry) -> s`, the carry as one array `[*batch, N]` in the
+        dtype of `b`.
+      readout: `(params, s, xp) -> (carry, y)` for states `s: [..., N]` and the
+        matching projections (any leading shape: all steps at once).
+    """
+
+    coefficients: Callable[[Params, Any], tuple[jax.Array, jax.Array]]
+    to_state: Callable[[Params, Carry], jax.Array]
+    readout: Callable[[Params, jax.Array, Any], tuple[Carry, jax.Array]]
+
+
 class Cell(NamedTuple):
     """A recurrent cell as pure functions (the optax / stax pattern).
 
@@ -41,6 +72,9 @@ class Cell(NamedTuple):
         last axis of `x: [..., input_size]` (any leading shape, time included).
       recur: `(params, carry, xp_t) -> (carry, y_t)`, the recurrent part.
       input_size: `(params) -> int`, the input width `params` were made for.
+      linear: the step as a `LinearRecurrence`, for `unroll(method="associative")`;
+        None (the default) for cells whose state enters non-linearly. A wrapper
+        that changes `project` or `recur` must reset it to None.
     """
 
     name: str
@@ -50,6 +84,7 @@ class Cell(NamedTuple):
     project: Callable[[Params, jax.Array], Any]
     recur: Callable[[Params, Carry, Any], tuple[Carry, jax.Array]]
     input_size: Callable[[Params], int]
+    linear: LinearRecurrence | None = None
 
     def step(self, params: Params, carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
         """One time step in `lax.scan` order: `(carry, x_t) -> (carry, y_t)`.

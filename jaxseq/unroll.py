@@ -2,7 +2,9 @@
 
 No other module calls `lax.scan` on a cell. The input-only part of every step
 (`cell.project`) is computed for all steps in one matrix product before the
-scan; the scan body only does the recurrent part (`cell.recur`).
+scan; the scan body only does the recurrent part (`cell.recur`). The
+parallel-in-time evaluators (`method="associative"`, `method="deer"`) live in
+`jaxseq.parallel` and are reached through the same `unroll` call.
 """
 
 import jax
@@ -36,6 +38,10 @@ def _reverse_within_lengths(
     return jnp.take_along_axis(xs, index[..., None], axis=0), index
 
 
+METHODS = ("scan", "associative", "deer")
+DEER_JACOBIANS = ("full", "diag")
+
+
 def unroll(
     cell: Cell,
     params: Params,
@@ -47,6 +53,10 @@ def unroll(
     unroll: int = 1,
     remat: bool = False,
     truncate: int | None = None,
+    method: str = "scan",
+    deer_iters: int = 100,
+    deer_tol: float = 1e-5,
+    deer_jacobian: str = "full",
 ) -> tuple[Carry, Float[Array, "time *batch hidden"]]:
     """Runs `cell` over the leading (time) axis of `xs` with `jax.lax.scan`.
 
@@ -69,6 +79,20 @@ def unroll(
     k steps through the state; the forward pass is unchanged, and k ≥ T equals
     full BPTT.
 
+    Parallel-in-time evaluation (same results and gradients, within float
+    tolerance; `lengths` and `reverse` work the same way):
+      method="associative": for cells with `cell.linear` (mingru, minlstm, lru),
+        whose step is h_t = a_t ⊙ h_{t-1} + b_t; one `lax.associative_scan`
+        (O(log T) depth), differentiated by ordinary autodiff.
+      method="deer": any cell, by Newton iterations on the whole trajectory, each
+        solved with a parallel scan (see `jaxseq.parallel.deer`, which also
+        reports the iteration count). If `deer_iters` iterations do not reach
+        `deer_tol`, the sequential scan computes the result (`lax.cond`; under
+        `vmap` both branches run).
+    They pay off on accelerators with long sequences and small batches; on a CPU
+    the sequential scan is usually faster. `unroll`, `remat` and `truncate` are
+    options of the sequential scan only.
+
     Args:
       cell: the `Cell` (closed over, not traced).
       params: the cell's parameters.
@@ -81,14 +105,69 @@ def unroll(
       remat: rematerialise each step in the backward pass (`jax.checkpoint`):
         memory O(T·carry) instead of O(T·activations), for one more forward.
       truncate: stop the gradient through the carry every `truncate` steps.
+      method: "scan" (default, sequential), "associative" or "deer".
+      deer_iters: most Newton iterations before falling back (method="deer").
+      deer_tol: convergence tolerance on max |Δh| / (1 + |h|) (method="deer").
+      deer_jacobian: "full" (Newton, DEER) or "diag" (quasi-Newton, as in ELK).
 
     Returns:
       `(final_carry, ys)` with `ys: [T, *batch, H]`.
     """
-    _checks.check_inputs(cell, params, xs, name="xs", time_axis=True)
+    options = dict(max_iters=deer_iters, tol=deer_tol, jacobian=deer_jacobian, fallback=True)
+    carry, ys, _ = _evaluate(
+        cell,
+        params,
+        xs,
+        carry,
+        lengths=lengths,
+        reverse=reverse,
+        unroll=unroll,
+        remat=remat,
+        truncate=truncate,
+        method=method,
+        deer_options=options,
+    )
+    return carry, ys
+
+
+def _check_method(method: str, unroll: int, remat: bool, truncate, deer_options: dict) -> None:
+    _checks.check_option("method", method, METHODS)
     _checks.check_positive_int("unroll", unroll)
     if truncate is not None:
         _checks.check_positive_int("truncate", truncate)
+    if method != "scan" and (unroll != 1 or remat or truncate is not None):
+        raise ValueError(
+            f"unroll, remat and truncate are options of method='scan', got method={method!r} "
+            f"with unroll={unroll!r}, remat={remat!r}, truncate={truncate!r}"
+        )
+    _checks.check_positive_int("deer_iters", deer_options["max_iters"])
+    tol = deer_options["tol"]
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not tol > 0:
+        raise ValueError(f"deer_tol must be a positive float, got {tol!r}")
+    _checks.check_option("deer_jacobian", deer_options["jacobian"], DEER_JACOBIANS)
+
+
+def _evaluate(
+    cell: Cell,
+    params: Params,
+    xs: jax.Array,
+    carry: Carry | None,
+    *,
+    lengths: jax.Array | None,
+    reverse: bool,
+    unroll: int = 1,
+    remat: bool = False,
+    truncate: int | None = None,
+    method: str,
+    deer_options: dict,
+):
+    """`unroll` with the method's report: `(carry, ys, info)`, info None unless method="deer"."""
+    _checks.check_inputs(cell, params, xs, name="xs", time_axis=True)
+    _check_method(method, unroll, remat, truncate, deer_options)
+    if method == "associative":
+        from jaxseq.parallel.associative import check_linear  # deferred, as in _parallel
+
+        check_linear(cell)
     num_steps, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     if carry is None:
         carry = cell.initial_carry(params, batch_shape)
@@ -104,6 +183,38 @@ def unroll(
         if reverse:
             xs, index = _reverse_within_lengths(xs, lengths, valid)
     scan_reverse = reverse and lengths is None
+    info = None
+    if method == "scan" or num_steps == 0:
+        carry, ys = _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate)
+    else:
+        carry, ys, info = _parallel(
+            cell, params, xs, carry, valid, scan_reverse, method, deer_options
+        )
+    if index is not None:
+        ys = jnp.take_along_axis(ys, index[..., None], axis=0)
+    return carry, ys, info
+
+
+def _parallel(cell, params, xs, carry, valid, reverse, method, deer_options):
+    """The parallel evaluators read forwards: a reversed read flips the sequences around them."""
+    # Deferred imports: jaxseq.parallel.newton imports this module (for `parallel.deer`).
+    from jaxseq.parallel import associative, newton
+
+    if reverse:
+        xs = xs[::-1]
+    xps = cell.project(params, xs)
+    info = None
+    if method == "associative":
+        carry, ys = associative.evaluate(cell, params, xps, carry, valid)
+    else:
+        options = newton.Options(**deer_options)
+        carry, ys, info = newton.evaluate(cell, params, xps, carry, valid, options)
+    return carry, (ys[::-1] if reverse else ys), info
+
+
+def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate):
+    """The sequential scan of `cell.recur` over the hoisted projection."""
+    num_steps = xs.shape[0]
     order = None  # position in reading order, scanned only when truncating
     if truncate is not None:
         order = jnp.arange(num_steps)
@@ -125,7 +236,4 @@ def unroll(
     if remat:
         body = jax.checkpoint(body, prevent_cse=False)
     xps = cell.project(params, xs)
-    carry, ys = jax.lax.scan(body, carry, (order, xps, valid), reverse=scan_reverse, unroll=unroll)
-    if index is not None:
-        ys = jnp.take_along_axis(ys, index[..., None], axis=0)
-    return carry, ys
+    return jax.lax.scan(body, carry, (order, xps, valid), reverse=scan_reverse, unroll=unroll)

@@ -32,6 +32,9 @@ ALL_CELLS: list[tuple[str, functools.partial]] = [
     ("gru", functools.partial(jaxseq.gru, reset_after=True)),
     ("gru_reset_before", functools.partial(jaxseq.gru, reset_after=False)),
     ("gru_no_reset_gate", functools.partial(jaxseq.gru, reset_gate=False)),
+    ("mingru", functools.partial(jaxseq.cells.mingru)),
+    ("minlstm", functools.partial(jaxseq.cells.minlstm)),
+    ("lru", functools.partial(jaxseq.cells.lru, r_min=0.5, r_max=0.95)),
 ]
 
 CELL_NAMES: list[str] = [name for name, _ in ALL_CELLS]
@@ -39,7 +42,7 @@ FACTORIES: dict[str, functools.partial] = dict(ALL_CELLS)
 
 
 def family(name: str) -> str:
-    """`"elman"`, `"lstm"` or `"gru"`: the factory's name."""
+    """`"elman"`, `"lstm"`, `"gru"`, `"mingru"`, `"minlstm"` or `"lru"`: the factory's name."""
     return FACTORIES[name].func.__name__
 
 

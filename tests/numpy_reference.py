@@ -4,12 +4,17 @@ Nothing here imports jaxseq: the fused parameters are sliced into one matrix per
 gate using the gate order the cells document, so a fused-layout or gate-order bug
 in the library shows up as a mismatch.
 
-    Elman  h_t = f(x_t W + h_{t-1} U + b)
-    LSTM   gates (i, f, g, o); (i, g, o) with forget_gate=False or coupled=True
-    GRU    gates (r, z, n); (z, n) with reset_gate=False
+    Elman    h_t = f(x_t W + h_{t-1} U + b)
+    LSTM     gates (i, f, g, o); (i, g, o) with forget_gate=False or coupled=True
+    GRU      gates (r, z, n); (z, n) with reset_gate=False
+    minGRU   gates (z, h̃), no recurrent weights (Feng et al. 2024)
+    minLSTM  gates (f, i, h̃), no recurrent weights (Feng et al. 2024)
+    LRU      complex diagonal λ = exp(−exp(ν) + i exp(θ)) (Orvieto et al. 2023)
 
-Params are read by field name (`w_x`, `w_h`, `b`, `w_peep`, `b_hn`); a carry is
-`h` (Elman, GRU) or the tuple `(h, c)` (LSTM). Every function acts on the last
+Params are read by field name (`w_x`, `w_h`, `b`, `w_peep`, `b_hn`; the LRU's
+`nu_log`, `theta_log`, `gamma_log`, `b_re`, `b_im`, `c_re`, `c_im`, `d`); a carry
+is `h` (Elman, GRU, minGRU, minLSTM), the tuple `(h, c)` (LSTM) or `(re, im)`
+(LRU, computed here in complex128). Every function acts on the last
 axis, so one example `[features]` or a batch `[*batch, features]` both work.
 """
 
@@ -134,7 +139,46 @@ def gru_step(
     return h_t, h_t
 
 
-STEPS: dict[str, Callable] = {"elman": elman_step, "lstm": lstm_step, "gru": gru_step}
+def mingru_step(params, h_tm1, x_t):
+    """z = σ(x W_z + b_z), h̃ = x W_h + b_h, h_t = (1 − z) h_{t-1} + z h̃; returns `(h_t, h_t)`."""
+    w, b = _per_gate(params.w_x, ("z", "h")), _per_gate(params.b, ("z", "h"))
+    x_t = _f64(x_t)
+    z_t = sigmoid(x_t @ w["z"] + b["z"])
+    h_t = (1.0 - z_t) * _f64(h_tm1) + z_t * (x_t @ w["h"] + b["h"])
+    return h_t, h_t
+
+
+def minlstm_step(params, h_tm1, x_t):
+    """f, i = σ(...), normalised by f + i; h_t = f' h_{t-1} + i' (x W_h + b_h)."""
+    gates = ("f", "i", "h")
+    w, b = _per_gate(params.w_x, gates), _per_gate(params.b, gates)
+    x_t = _f64(x_t)
+    f_t = sigmoid(x_t @ w["f"] + b["f"])
+    i_t = sigmoid(x_t @ w["i"] + b["i"])
+    h_t = f_t / (f_t + i_t) * _f64(h_tm1) + i_t / (f_t + i_t) * (x_t @ w["h"] + b["h"])
+    return h_t, h_t
+
+
+def lru_step(params, carry, x_t):
+    """s_t = λ s_{t-1} + γ (x B), y_t = Re(s_t C) + x D in complex128; `carry = (re, im)`."""
+    lam = np.exp(-np.exp(_f64(params.nu_log)) + 1j * np.exp(_f64(params.theta_log)))
+    gamma = np.exp(_f64(params.gamma_log))
+    b = _f64(params.b_re) + 1j * _f64(params.b_im)
+    c = _f64(params.c_re) + 1j * _f64(params.c_im)
+    x_t = _f64(x_t)
+    s_t = lam * (_f64(carry[0]) + 1j * _f64(carry[1])) + gamma * (x_t @ b)
+    y_t = (s_t @ c).real + x_t @ _f64(params.d)
+    return (s_t.real, s_t.imag), y_t
+
+
+STEPS: dict[str, Callable] = {
+    "elman": elman_step,
+    "lstm": lstm_step,
+    "gru": gru_step,
+    "mingru": mingru_step,
+    "minlstm": minlstm_step,
+    "lru": lru_step,
+}
 
 
 def _tree_map(fn, carry):

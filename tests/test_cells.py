@@ -87,9 +87,23 @@ def _assert_matches_reference(actual, expected):
         np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=ATOL, rtol=RTOL)
 
 
+# The cells without a recurrent weight: the parallel-scan family (fused w_x and b only, or LRU).
+_PARALLEL_FAMILY_SHAPES = {
+    "mingru": {"w_x": (IN, 2 * H), "b": (2 * H,)},
+    "minlstm": {"w_x": (IN, 3 * H), "b": (3 * H,)},
+    "lru": {
+        **dict.fromkeys(("nu_log", "theta_log", "gamma_log"), (H,)),
+        **dict.fromkeys(("b_re", "b_im", "d"), (IN, H)),
+        **dict.fromkeys(("c_re", "c_im"), (H, H)),
+    },
+}
+
+
 def _expected_param_shapes(name: str) -> dict[str, tuple[int, ...] | None]:
     options = cells_list.FACTORIES[name].keywords
     kind = cells_list.family(name)
+    if kind in _PARALLEL_FAMILY_SHAPES:
+        return _PARALLEL_FAMILY_SHAPES[kind]
     if kind == "lstm":
         gates = numpy_reference.lstm_gates(
             forget_gate=options.get("forget_gate", True), coupled=options.get("coupled", False)
@@ -128,7 +142,8 @@ def test_param_carry_and_output_shapes(name, key):
     assert cell.input_size(params) == IN
 
     carry = cell.initial_carry(params, (B,))
-    assert len(jax.tree.leaves(carry)) == (2 if cells_list.family(name) == "lstm" else 1)
+    two_leaves = cells_list.family(name) in ("lstm", "lru")  # (h, c) and (re, im)
+    assert len(jax.tree.leaves(carry)) == (2 if two_leaves else 1)
     chex.assert_tree_shape_suffix(carry, DIMS["BH"])
     chex.assert_trees_all_equal(_numpy(carry), jax.tree.map(np.zeros_like, _numpy(carry)))
 
@@ -334,6 +349,14 @@ GRU_WEIGHTS = {  # gate blocks (r, z, n), two columns each
     "w_h": [[0.2, 0.1, -0.3, 0.2, 0.4, -0.2], [-0.1, 0.3, 0.2, -0.4, 0.1, 0.2]],
     "b": [0.1, -0.1, 0.5, -0.5, 0.2, -0.2],
 }
+MINGRU_WEIGHTS = {  # gate blocks (z, h̃), two columns each
+    "w_x": [[0.1, -0.2, 0.3, -0.4], [-0.3, 0.2, 0.5, 0.1]],
+    "b": [0.1, -0.1, 0.25, -0.2],
+}
+MINLSTM_WEIGHTS = {  # gate blocks (f, i, h̃), two columns each
+    "w_x": [[0.1, -0.2, 0.3, -0.4, 0.5, -0.6], [-0.3, 0.2, -0.1, 0.4, 0.2, 0.1]],
+    "b": [1.0, 0.5, -0.5, 0.2, 0.1, -0.1],
+}
 
 # name in ALL_CELLS: (params type, weights, expected ys [3, 2], expected final C_T or None)
 KNOWN = {
@@ -371,6 +394,18 @@ KNOWN = {
         jaxseq.GRUParams,
         GRU_WEIGHTS,
         [[0.13357519, -0.56289192], [0.26124465, -0.52065827], [0.24696636, -0.29402322]],
+        None,
+    ),
+    "mingru": (
+        jaxseq.cells.MinGRUParams,
+        MINGRU_WEIGHTS,
+        [[0.03112297, -0.26427847], [0.28731734, -0.31549494], [0.41209749, -0.14829396]],
+        None,
+    ),
+    "minlstm": (
+        jaxseq.cells.MinLSTMParams,
+        MINLSTM_WEIGHTS,
+        [[0.14876889, -0.32237869], [0.23905516, -0.34670472], [0.19594386, -0.09676005]],
         None,
     ),
 }

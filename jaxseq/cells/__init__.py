@@ -3,15 +3,24 @@
 from jaxseq.cells._common import ACTIVATIONS
 from jaxseq.cells.elman import ElmanParams, elman
 from jaxseq.cells.gru import GRUParams, gru
+from jaxseq.cells.lru import LRUCarry, LRUParams, lru
 from jaxseq.cells.lstm import LSTMCarry, LSTMParams, lstm
+from jaxseq.cells.minrnn import MinGRUParams, MinLSTMParams, mingru, minlstm
 
 __all__ = [
     "ACTIVATIONS",
     "ElmanParams",
     "GRUParams",
+    "LRUCarry",
+    "LRUParams",
     "LSTMCarry",
     "LSTMParams",
+    "MinGRUParams",
+    "MinLSTMParams",
     "elman",
     "gru",
+    "lru",
     "lstm",
+    "mingru",
+    "minlstm",
 ]

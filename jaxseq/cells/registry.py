@@ -11,7 +11,9 @@ from typing import Any
 from jaxseq import initializers
 from jaxseq.cells.elman import elman
 from jaxseq.cells.gru import gru
+from jaxseq.cells.lru import lru
 from jaxseq.cells.lstm import lstm
+from jaxseq.cells.minrnn import mingru, minlstm
 from jaxseq.types import Cell
 
 _PRESETS: dict[str, tuple[Callable[..., Cell], dict[str, Any], str]] = {
@@ -33,6 +35,9 @@ _PRESETS: dict[str, tuple[Callable[..., Cell], dict[str, Any], str]] = {
     "lstm_coupled": (lstm, {"coupled": True}, "coupled input/forget gates, f = 1 - i"),
     "gru": (gru, {}, "reset after the matmul (PyTorch / cuDNN form; Cho et al. 2014)"),
     "gru_no_reset": (gru, {"reset_gate": False}, "no reset gate"),
+    "mingru": (mingru, {}, "minimal GRU, linear in h: parallel in time (Feng et al. 2024)"),
+    "minlstm": (minlstm, {}, "minimal LSTM, linear in h: parallel in time (Feng et al. 2024)"),
+    "lru": (lru, {}, "linear recurrent unit, ring init (Orvieto et al. 2023)"),
 }
 
 
