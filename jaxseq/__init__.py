@@ -3,33 +3,52 @@
 Public API only; see README.md for a tour.
 """
 
-from jaxseq import initializers, interop
+from jaxseq import data, initializers, interop, models, parallel, training
 from jaxseq.cells import (
     ElmanParams,
     GRUParams,
+    LRUCarry,
+    LRUParams,
     LSTMCarry,
     LSTMParams,
+    MinGRUParams,
+    MinLSTMParams,
     elman,
     gru,
+    lru,
     lstm,
+    mingru,
+    minlstm,
 )
 from jaxseq.layers import Layer, rnn
-from jaxseq.types import Cell
+from jaxseq.types import Cell, LinearRecurrence
 from jaxseq.unroll import unroll
 
 __all__ = [
     "Cell",
     "ElmanParams",
     "GRUParams",
+    "LRUCarry",
+    "LRUParams",
     "LSTMCarry",
     "LSTMParams",
     "Layer",
+    "LinearRecurrence",
+    "MinGRUParams",
+    "MinLSTMParams",
+    "data",
     "elman",
     "gru",
     "initializers",
     "interop",
+    "lru",
     "lstm",
+    "mingru",
+    "minlstm",
+    "models",
+    "parallel",
     "rnn",
+    "training",
     "unroll",
 ]
 
