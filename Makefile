@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $(VENV)/.installed
 
 train: venv
-	$(BIN)/python -m experiments.train_lstm
+	$(BIN)/python -m experiments.adding
 
 test: venv
 	$(BIN)/python -m pytest -q -m "not slow" -n 2

@@ -12,6 +12,7 @@ std over seeds.
 """
 
 from jaxseq.training.checkpoint import load_checkpoint
+from jaxseq.training.experiment import check_config, seed_keys, seed_results, train_seeds
 from jaxseq.training.guard import NonFiniteError
 from jaxseq.training.loop import fit
 from jaxseq.training.optim import make_optimizer
@@ -22,6 +23,7 @@ from jaxseq.training.state import TrainState, init_state, make_train_step
 __all__ = [
     "NonFiniteError",
     "TrainState",
+    "check_config",
     "evaluate",
     "fit",
     "init_state",
@@ -29,6 +31,9 @@ __all__ = [
     "load_checkpoint",
     "make_optimizer",
     "make_train_step",
+    "seed_keys",
+    "seed_results",
     "seed_summary",
+    "train_seeds",
     "write_results",
 ]

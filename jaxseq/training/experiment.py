@@ -1,0 +1,186 @@
+"""What every experiment script does around its model: K seeds, optimizer, `fit`, results.
+
+An experiment's frozen `Config` carries the common fields below (with a comment
+each, in the script), and its `main` reads top to bottom:
+
+    state, history = training.train_seeds(config, init, loss_fn, sample_batch, eval_fn)
+    values = training.evaluate(test_fn, state.params, *test_data, num_seeds=config.num_seeds)
+    results = training.seed_results(values)        # test_mse, test_mse_std, ..._per_seed
+    training.write_results(config.out_dir, results)
+
+Common config fields (all required by `train_seeds`):
+  seed: int               base seed; seed k of K uses `fold_in(key(seed), k)`
+  num_seeds: int          K independent models trained at once with `jax.vmap`
+  steps: int              updates per model
+  batch_size: int         examples per update (checked > 0; used by `sample_batch`)
+  optimizer: str          "adam", "adamw", "rmsprop" or "sgd"
+  learning_rate: float    peak step size
+  grad_clip: float        global-norm clip; 0 disables
+  schedule: str           "constant", "cosine" or "linear" (with warmup_steps)
+  warmup_steps: int
+  log_every: int          steps between host syncs / log records
+  eval_every: int         steps between evaluations (0: at the end only)
+  checkpoint_every: int   steps between orbax checkpoints (0: none)
+  resume: bool            continue from the latest checkpoint in out_dir
+  tensorboard: bool       also write TensorBoard event files
+  out_dir: str            config.json, metrics.jsonl, checkpoints/, results.json
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxseq import cli
+from jaxseq.training.loop import fit
+from jaxseq.training.optim import OPTIMIZERS, SCHEDULES, make_optimizer
+from jaxseq.training.seeds import seed_summary
+from jaxseq.training.state import TrainState, init_state, make_train_step
+
+COMMON_FIELDS = (
+    "seed",
+    "num_seeds",
+    "steps",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "grad_clip",
+    "schedule",
+    "warmup_steps",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "resume",
+    "tensorboard",
+    "out_dir",
+)
+
+
+def check_config(config: Any, **positive: Any) -> None:
+    """Rejects bad values of the common fields (and of `positive` ones) by name.
+
+    Args:
+      config: an experiment's frozen dataclass config with the common fields.
+      **positive: further `name=value` pairs that must be positive numbers
+        (e.g. `hidden_size=config.hidden_size`).
+
+    Raises:
+      ValueError: naming the field, the value and what was expected.
+    """
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
+    missing = [name for name in COMMON_FIELDS if not hasattr(config, name)]
+    if missing:
+        raise TypeError(f"{type(config).__name__} lacks the common fields {missing}")
+    checks = {
+        "num_seeds": config.num_seeds,
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "log_every": config.log_every,
+        **positive,
+    }
+    for name, value in checks.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    for name in ("grad_clip", "warmup_steps", "eval_every", "checkpoint_every"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+
+
+def seed_keys(config: Any, stream: int) -> jax.Array:
+    """`[K]` keys of one named stream (0: init, 1: training, 2+: the script's own).
+
+    Seed k of stream s is `fold_in(fold_in(key(seed), k), s)`, so adding seeds
+    never changes the first ones.
+    """
+    base = jax.random.key(config.seed)
+    return jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(base, k), stream))(
+        np.arange(config.num_seeds)
+    )
+
+
+def train_seeds(
+    config: Any,
+    init: Callable[[jax.Array], Any],
+    loss_fn: Callable,
+    sample_batch: Callable[[jax.Array, jax.Array], Any],
+    eval_fn: Callable[[Any], dict[str, jax.Array]] | None = None,
+    *,
+    desc: str = "train",
+) -> tuple[TrainState, list[dict]]:
+    """Trains `config.num_seeds` models at once and returns the stacked final state.
+
+    Writes `out_dir/config.json` first, then runs `fit` (metrics.jsonl, checkpoints,
+    resume, NaN guard, progress bar) on the vmapped train step.
+
+    Args:
+      config: the experiment's config (see the module docstring for its fields).
+      init: `key -> params` for one model (vmapped over `seed_keys(config, 0)`).
+      loss_fn: `(params, batch, key) -> (loss, aux)` for one model.
+      sample_batch: `(key, step) -> batch` for one model (vmapped over seeds).
+      eval_fn: `params -> {name: scalar}` run at `eval_every` and at the end.
+      desc: label of the progress bar.
+
+    Returns:
+      `(state, history)` from `fit`; every leaf of `state` has a leading `[K]` axis.
+    """
+    check_config(config)
+    cli.save_config(config, config.out_dir)
+    k = config.num_seeds
+    params = jax.jit(jax.vmap(init))(seed_keys(config, 0))
+    optimizer = make_optimizer(
+        config.optimizer,
+        config.learning_rate,
+        grad_clip=config.grad_clip,
+        schedule=config.schedule,
+        warmup_steps=config.warmup_steps,
+        total_steps=config.steps if config.schedule != "constant" else None,
+    )
+    state = init_state(params, optimizer, num_seeds=k)
+    train_step = make_train_step(loss_fn, optimizer, num_seeds=k)
+    return fit(
+        train_step,
+        state,
+        sample_batch,
+        key=seed_keys(config, 1),
+        steps=config.steps,
+        out_dir=config.out_dir,
+        log_every=config.log_every,
+        eval_fn=eval_fn,
+        eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every,
+        resume=config.resume,
+        tensorboard=config.tensorboard,
+        num_seeds=k,
+        desc=desc,
+    )
+
+
+def seed_results(values: dict[str, Any]) -> dict[str, Any]:
+    """Flattens per-seed values into `name` (mean), `name_std` and `name_per_seed`.
+
+    Args:
+      values: `{name: [K] values}` (e.g. from `evaluate(..., num_seeds=K)`) or
+        `{name: float}` for quantities that do not depend on the seed.
+
+    Returns:
+      A flat dict for `write_results`; the headline number of each name is its mean.
+    """
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if np.ndim(value) == 0:
+            out[name] = float(value)
+            continue
+        summary = seed_summary(value)
+        out[name] = summary["mean"]
+        out[name + "_std"] = summary["std"]
+        out[name + "_per_seed"] = summary["per_seed"]
+    return out
