@@ -3,7 +3,7 @@
 Public API only; see README.md for a tour.
 """
 
-from jaxseq import data, initializers, interop, models, parallel, training
+from jaxseq import data, diagnostics, initializers, interop, models, parallel, training
 from jaxseq.cells import (
     ElmanParams,
     GRUParams,
@@ -37,6 +37,7 @@ __all__ = [
     "MinGRUParams",
     "MinLSTMParams",
     "data",
+    "diagnostics",
     "elman",
     "gru",
     "initializers",
