@@ -172,8 +172,8 @@ def main(config: Config) -> dict:
     model = build_model(config, vocab.size)
     train_ids = jnp.asarray(train_ids_np)
 
-    def sample_batch(key, step):
-        return data.text_batch(train_ids, key, config.batch_size, config.seq_len)
+    def sample_batch(key, step, ids):  # ids: the training text, a jit argument
+        return data.text_batch(ids, key, config.batch_size, config.seq_len)
 
     def loss_fn(params, batch, key):
         logits, _ = model.apply(params, batch[0], key=key if config.dropout > 0 else None)
@@ -190,6 +190,7 @@ def main(config: Config) -> dict:
         loss_fn,
         sample_batch,
         lambda params: {"val_bpc": bpc(model, params, *val_data)},
+        data=train_ids,
         desc="char_lm",
     )
     train_seconds = time.perf_counter() - start

@@ -456,3 +456,28 @@ def test_tensorboard_without_tensorboardx_names_the_extra(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(ImportError, match=r"pip install 'jaxseq\[tensorboard\]'"):
         fit_linear(tmp_path, 5, tensorboard=True)
+
+
+def test_fit_passes_data_as_an_argument(tmp_path):
+    """`data=` reaches `sample_batch` as a traced argument, not a compiled-in constant."""
+    seen = []
+
+    def sample_batch(key, step, table):
+        seen.append(isinstance(table, jax.core.Tracer))
+        return table[step % 4]
+
+    def loss_fn(params, batch, key):
+        return jnp.sum((params - batch) ** 2), {}
+
+    optimizer = training.make_optimizer("sgd", 0.1, grad_clip=0.0, momentum=0.0)
+    state = training.init_state(jnp.zeros(()), optimizer)
+    table = jnp.arange(4.0)
+    state, _ = training.fit(
+        training.make_train_step(loss_fn, optimizer), state, sample_batch,
+        key=jax.random.key(0), steps=4, out_dir=tmp_path, log_every=4, data=table,
+    )  # fmt: skip
+    expected = 0.0
+    for target in (0.0, 1.0, 2.0, 3.0):  # plain gradient descent, lr 0.1, by hand
+        expected -= 0.1 * 2 * (expected - target)
+    assert seen and all(seen)
+    assert float(state.params) == pytest.approx(expected, rel=1e-6)

@@ -56,6 +56,7 @@ def fit(
     tensorboard: bool = False,
     num_seeds: int | None = None,
     desc: str = "train",
+    data: Any = None,
 ) -> tuple[TrainState, list[dict]]:
     """Trains until `state.step == steps`, logging, evaluating and checkpointing.
 
@@ -98,6 +99,10 @@ def fit(
         `pip install 'jaxseq[tensorboard]'`).
       num_seeds: K when the state holds K stacked models, else None.
       desc: label of the progress bar.
+      data: a pytree of arrays (e.g. the training set) handed to
+        `sample_batch(key, step, data)` as an argument of the jitted step, shared
+        by all seeds; None (default) calls `sample_batch(key, step)`. Passing a large
+        set here rather than closing over it keeps it out of the compiled program.
 
     Returns:
       `(state, history)`: the final state and the list of records (those kept
@@ -115,7 +120,7 @@ def fit(
     _host_step(state, num_seeds)  # checks the state before anything is deleted
     if tensorboard:
         records.summary_writer_class()  # a missing tensorboardX fails before any work
-    bases = base_keys(key, num_seeds)
+    bases = (*base_keys(key, num_seeds), data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     console = Console(soft_wrap=True, highlight=False)

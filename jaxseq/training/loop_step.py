@@ -2,8 +2,11 @@
 
     data_base, step_base = split(key)                      # once per run (`base_keys`)
     s = state.step
-    state, metrics = train_step(state, sample_batch(fold_in(data_base, s), s),
+    state, metrics = train_step(state, sample_batch(fold_in(data_base, s), s[, data]),
                                 fold_in(step_base, s))     # jitted, state donated
+
+`data` (optional, e.g. a training set) is an argument of the jitted step, not a
+constant baked into the compiled program.
 
 Because everything is a function of `state.step`, a resumed run sees the data and
 keys of an uninterrupted one, and a step that the NaN guard rejected (leaving
@@ -19,33 +22,35 @@ import jax.numpy as jnp
 
 from jaxseq.training.state import TrainState
 
-SampleFn = Callable[[jax.Array, jax.Array], Any]
+SampleFn = Callable[..., Any]
 
 
 @functools.lru_cache(maxsize=8)
 def make_loop_step(train_step: Callable, sample_batch: SampleFn, num_seeds: int | None):
-    """`(state, (data_base, step_base)) -> train_step(state, batch(step), key(step))`, jitted.
+    """`(state, (data_base, step_base, data)) -> train_step(state, batch(step), key(step))`.
 
     Cached (a few entries) so repeated `fit` calls with the same functions compile
     once; the cache keeps those functions (and what they close over) alive.
 
     Args:
       train_step: from `make_train_step(..., num_seeds=num_seeds)`.
-      sample_batch: `(key, step) -> batch`, jittable.
+      sample_batch: `(key, step) -> batch`, or `(key, step, data) -> batch` when
+        the run passes `data` (not None); jittable.
       num_seeds: K to vmap the sampling over `[K]` keys and steps, or None.
 
     Returns:
       The jitted step, donating its state argument.
     """
 
-    def keys_and_batch(data_base, step_base, step):
-        batch = sample_batch(jax.random.fold_in(data_base, step), step)
+    def keys_and_batch(data_base, step_base, step, data):
+        key = jax.random.fold_in(data_base, step)
+        batch = sample_batch(key, step) if data is None else sample_batch(key, step, data)
         return batch, jax.random.fold_in(step_base, step)
 
-    sample = keys_and_batch if num_seeds is None else jax.vmap(keys_and_batch)
+    sample = keys_and_batch if num_seeds is None else jax.vmap(keys_and_batch, (0, 0, 0, None))
 
-    def step_fn(state: TrainState, bases: tuple[jax.Array, jax.Array]):
-        batch, key = sample(bases[0], bases[1], state.step)
+    def step_fn(state: TrainState, bases: tuple[jax.Array, jax.Array, Any]):
+        batch, key = sample(bases[0], bases[1], state.step, bases[2])
         return train_step(state, batch, key)
 
     return jax.jit(step_fn, donate_argnums=0)
