@@ -3,7 +3,7 @@
 Public API only; see README.md for a tour.
 """
 
-from jaxseq import data, diagnostics, initializers, interop, models, parallel, training
+from jaxseq import data, diagnostics, initializers, interop, models, parallel, sharding, training
 from jaxseq.cells import (
     ElmanParams,
     GRUParams,
@@ -49,6 +49,7 @@ __all__ = [
     "models",
     "parallel",
     "rnn",
+    "sharding",
     "training",
     "unroll",
 ]

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseq import cli
+from jaxseq import cli, sharding
 from jaxseq.training.loop import fit
 from jaxseq.training.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from jaxseq.training.seeds import seed_summary
@@ -117,6 +117,7 @@ def train_seeds(
     *,
     data: Any = None,
     desc: str = "train",
+    batch_sharding: Any = None,
 ) -> tuple[TrainState, list[dict]]:
     """Trains `config.num_seeds` models at once and returns the stacked final state.
 
@@ -132,6 +133,10 @@ def train_seeds(
       eval_fn: `params -> {name: scalar}` run at `eval_every` and at the end.
       data: arrays passed to `sample_batch` as a jit argument (see `fit`).
       desc: label of the progress bar.
+      batch_sharding: None, or the `NamedSharding` (or a pytree prefix of them) of
+        one seed's batch, e.g. `jaxseq.sharding.batch_sharding(mesh, batch, axes)`;
+        the state is then replicated over its mesh and each device computes its
+        slice of every batch (see `fit`).
 
     Returns:
       `(state, history)` from `fit`; every leaf of `state` has a leading `[K]` axis.
@@ -149,6 +154,8 @@ def train_seeds(
         total_steps=config.steps if config.schedule != "constant" else None,
     )
     state = init_state(params, optimizer, num_seeds=k)
+    if batch_sharding is not None:
+        state = sharding.replicate(state, jax.tree.leaves(batch_sharding)[0].mesh)
     train_step = make_train_step(loss_fn, optimizer, num_seeds=k)
     return fit(
         train_step,
@@ -166,6 +173,7 @@ def train_seeds(
         num_seeds=k,
         desc=desc,
         data=data,
+        batch_sharding=batch_sharding,
     )
 
 

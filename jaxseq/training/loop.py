@@ -57,6 +57,7 @@ def fit(
     num_seeds: int | None = None,
     desc: str = "train",
     data: Any = None,
+    batch_sharding: Any = None,
 ) -> tuple[TrainState, list[dict]]:
     """Trains until `state.step == steps`, logging, evaluating and checkpointing.
 
@@ -103,6 +104,10 @@ def fit(
         `sample_batch(key, step, data)` as an argument of the jitted step, shared
         by all seeds; None (default) calls `sample_batch(key, step)`. Passing a large
         set here rather than closing over it keeps it out of the compiled program.
+      batch_sharding: None, or the sharding of the sampled batch (a
+        `jax.sharding.Sharding` or a pytree prefix of the batch with them, e.g.
+        from `jaxseq.sharding.batch_sharding`): each device then computes only its
+        slice of the batch. Place `state` on the same mesh first (`replicate`).
 
     Returns:
       `(state, history)`: the final state and the list of records (those kept
@@ -133,7 +138,7 @@ def fit(
             writer = records.tensorboard_writer(out, purge_step=start + 1)
         run = _Run(out, steps, log_every, eval_every, checkpoint_every, eval_fn, num_seeds,
                    manager, writer, console)  # fmt: skip
-        step_fn = make_loop_step(train_step, sample_batch, num_seeds)
+        step_fn = make_loop_step(train_step, sample_batch, num_seeds, batch_sharding)
         state = _loop(run, step_fn, state, bases, start, history, desc)
     finally:
         if manager is not None:

@@ -25,8 +25,9 @@ from jaxseq.training.state import TrainState
 SampleFn = Callable[..., Any]
 
 
-@functools.lru_cache(maxsize=8)
-def make_loop_step(train_step: Callable, sample_batch: SampleFn, num_seeds: int | None):
+def make_loop_step(
+    train_step: Callable, sample_batch: SampleFn, num_seeds: int | None, batch_sharding: Any = None
+):
     """`(state, (data_base, step_base, data)) -> train_step(state, batch(step), key(step))`.
 
     Cached (a few entries) so repeated `fit` calls with the same functions compile
@@ -37,14 +38,26 @@ def make_loop_step(train_step: Callable, sample_batch: SampleFn, num_seeds: int 
       sample_batch: `(key, step) -> batch`, or `(key, step, data) -> batch` when
         the run passes `data` (not None); jittable.
       num_seeds: K to vmap the sampling over `[K]` keys and steps, or None.
+      batch_sharding: None, or a `jax.sharding.Sharding` (or a pytree prefix of
+        the batch with them) that the sampled batch is constrained to with
+        `jax.lax.with_sharding_constraint` (see `jaxseq.sharding.batch_sharding`).
 
     Returns:
       The jitted step, donating its state argument.
     """
+    leaves, treedef = jax.tree.flatten(batch_sharding)  # hashable for the cache
+    return _make_loop_step(train_step, sample_batch, num_seeds, treedef, tuple(leaves))
+
+
+@functools.lru_cache(maxsize=8)
+def _make_loop_step(train_step, sample_batch, num_seeds, treedef, leaves):
+    batch_sharding = jax.tree.unflatten(treedef, leaves)
 
     def keys_and_batch(data_base, step_base, step, data):
         key = jax.random.fold_in(data_base, step)
         batch = sample_batch(key, step) if data is None else sample_batch(key, step, data)
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return batch, jax.random.fold_in(step_base, step)
 
     sample = keys_and_batch if num_seeds is None else jax.vmap(keys_and_batch, (0, 0, 0, None))

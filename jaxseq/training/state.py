@@ -25,6 +25,9 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Int
 
+from jaxseq import _checks
+from jaxseq.sharding import _map_axes
+
 # Metrics every step returns; `aux` of the loss may not reuse these names.
 METRIC_NAMES = ("loss", "grad_norm", "param_norm", "update_norm")
 # The metrics whose non-finite value rejects an update, in the order they are reported.
@@ -77,7 +80,12 @@ def init_state(
 
 
 def make_train_step(
-    loss_fn: LossFn, optimizer: optax.GradientTransformation, *, num_seeds: int | None = None
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    num_seeds: int | None = None,
+    accumulate: int = 1,
+    batch_axes: Any = 0,
 ) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the jitted update `train_step(state, batch, key) -> (state, metrics)`.
 
@@ -87,7 +95,15 @@ def make_train_step(
 
     The state is donated: the caller's input arrays are invalid after the call.
     Optax runs under standard dtype promotion (it mixes int32 counts with floats),
-    whatever the global setting.
+    whatever the global setting. The same step runs on one device or sharded over
+    a mesh (`jaxseq.sharding`): the shardings of `state` and `batch` decide.
+
+    With `accumulate=A` each batch leaf is split along its batch axis into A
+    micro-batches, strided (micro-batch j holds examples j, j+A, j+2A, ..., so a
+    batch sharded over devices stays spread over all of them), and a `lax.scan`
+    averages loss, aux and gradients over them; micro-batch j gets the key
+    `fold_in(key, j)`. For a loss that is a mean over examples this equals one
+    step on the full batch, with 1/A of the activation memory.
 
     Args:
       loss_fn: `(params, batch, key) -> (loss, aux)` with a scalar `loss` and a
@@ -95,6 +111,10 @@ def make_train_step(
       optimizer: from `make_optimizer` (any `optax.GradientTransformation`).
       num_seeds: K to train K independent models with `jax.vmap`: every leaf of
         `state`, `batch` and `key` then has a leading `[K]` axis. One compile.
+      accumulate: A, the number of micro-batches per update (1: none); it must
+        divide every leaf's batch size.
+      batch_axes: the batch axis of each batch leaf (for `accumulate > 1`): an int
+        or a pytree prefix of the batch, e.g. `(1, 0)` for `(xs [T, B, F], labels [B])`.
 
     Returns:
       `train_step(state, batch, key) -> (state, metrics)`, where `metrics` holds the
@@ -102,10 +122,11 @@ def make_train_step(
       `param_norm` (‖θ‖₂ after the step), `update_norm` (‖u‖₂) and `aux`.
     """
 
+    _checks.check_positive_int("accumulate", accumulate)
+    grad_fn = _accumulated(_checked(loss_fn), accumulate, batch_axes)
+
     def step(state: TrainState, batch: Any, key: jax.Array):
-        (loss, aux), grads = jax.value_and_grad(_checked(loss_fn), has_aux=True)(
-            state.params, batch, key
-        )
+        (loss, aux), grads = grad_fn(state.params, batch, key)
         with jax.numpy_dtype_promotion("standard"):
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
@@ -122,6 +143,46 @@ def make_train_step(
         return jax.jit(_with_state_check(step, None), donate_argnums=0)
     _check_num_seeds(num_seeds)
     return jax.jit(_with_state_check(jax.vmap(step), num_seeds), donate_argnums=0)
+
+
+def _accumulated(loss_fn: LossFn, accumulate: int, batch_axes: Any) -> Callable:
+    """`value_and_grad(loss_fn)`, averaged over `accumulate` strided micro-batches."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if accumulate == 1:
+        return grad_fn
+
+    def run(params, batch, key):
+        split = _map_axes(lambda path, a, x: _split(path, a, x, accumulate), batch_axes, batch)
+        axes = _map_axes(lambda path, a, x: a % jnp.ndim(x) + 1, batch_axes, batch)
+
+        def micro(j):  # micro-batch j: examples j, j + A, j + 2A, ...
+            one = jax.tree.map(lambda x, a: jnp.take(x, j, axis=a), split, axes)
+            return params, one, jax.random.fold_in(key, j)
+
+        def body(total, j):
+            return jax.tree.map(jnp.add, total, grad_fn(*micro(j))), None
+
+        shapes = jax.eval_shape(lambda: grad_fn(*micro(0)))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        total, _ = jax.lax.scan(body, zeros, jnp.arange(accumulate))
+        return jax.tree.map(lambda x: x / accumulate, total)
+
+    return run
+
+
+def _split(path, axis: int, x: jax.Array, parts: int) -> jax.Array:
+    """`[..., B, ...] -> [..., B/parts, parts, ...]` at the batch axis (micro-batch j: [:, j])."""
+    shape = jnp.shape(x)
+    if not -len(shape) <= axis < len(shape):
+        where = jax.tree_util.keystr(path)
+        raise ValueError(f"batch_axes: batch{where} has shape {shape}, no batch axis {axis}")
+    axis %= len(shape)
+    if shape[axis] % parts:
+        raise ValueError(
+            f"batch{jax.tree_util.keystr(path)} has batch size {shape[axis]} (axis {axis} of "
+            f"shape {shape}), not divisible by accumulate={parts}"
+        )
+    return jnp.reshape(x, shape[:axis] + (shape[axis] // parts, parts) + shape[axis + 1 :])
 
 
 def _checked(loss_fn: LossFn) -> LossFn:

@@ -1,0 +1,365 @@
+"""Sharded training: 8 CPU devices (a subprocess) against 1 device, accumulation, checkpoints.
+
+The subprocess runs `eight_device_run` with `--xla_force_host_platform_device_count=8`
+and writes its parameters and metrics to an .npz; this process (1 device) trains the
+same model on the same global batches and compares. Parameters are drawn with NumPy
+(no compile); each model is tiny (T=5, B=16, H=4).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.experimental.multihost_utils
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec
+
+import jaxseq
+from jaxseq import models, sharding, training
+from jaxseq.training import checkpoint
+
+T, B, F, H, C = 5, 16, 3, 4, 2
+DEVICES = 8
+CELLS = ("lstm", "gru")
+ADAM = training.make_optimizer("adam", 0.01)
+SGD = training.make_optimizer("sgd", 0.5, grad_clip=0.0)  # plain θ − 0.5 g on step 1
+AXES = (1, 0)  # xs [T, B, F]: batch at axis 1; labels [B]: axis 0
+
+
+def build(cell_name: str):
+    """`(loss_fn, params)`: a classifier on `cell_name`, parameters from NumPy."""
+    cell = {"lstm": jaxseq.lstm, "gru": jaxseq.gru}[cell_name](H)
+    model = models.classifier(jaxseq.rnn(cell), C)
+
+    def loss_fn(params, batch, key):
+        xs, labels = batch
+        return models.cross_entropy(model.apply(params, xs), labels), {}
+
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(partial(model.init, jax.random.key(0), input_size=F))
+    params = jax.tree.map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+    return loss_fn, params
+
+
+def batches(n: int) -> list:
+    """`n` fixed NumPy batches `(xs [T, B, F], labels [B])`."""
+    rng = np.random.default_rng(1)
+    xs = rng.standard_normal((n, T, B, F)).astype(np.float32)
+    labels = rng.integers(0, C, (n, B)).astype(np.int32)
+    return [(xs[i], labels[i]) for i in range(n)]
+
+
+def sample_batch(key, step):
+    """For `fit`: a batch drawn inside the jitted step."""
+    del step
+    kx, ky = jax.random.split(key)
+    return jax.random.normal(kx, (T, B, F)), jax.random.randint(ky, (B,), 0, C)
+
+
+def run_steps(train_step, state, batch_list, place=lambda batch: batch):
+    """Applies `train_step` to each batch; returns the state and the stacked losses/norms."""
+    seen = []
+    for i, batch in enumerate(batch_list):
+        state, metrics = train_step(state, place(batch), jax.random.key(i))
+        seen.append([metrics["loss"], metrics["grad_norm"]])
+    return state, np.asarray(seen)
+
+
+def flat(prefix: str, tree) -> dict:
+    return {f"{prefix}/{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}
+
+
+def fit_lstm(out_dir, batch_sharding=None, state=None):
+    loss_fn, params = build("lstm")
+    step = training.make_train_step(loss_fn, ADAM)
+    state = training.init_state(params, ADAM) if state is None else state
+    state, _ = training.fit(step, state, sample_batch, key=jax.random.key(3), steps=2,
+                            out_dir=out_dir, log_every=2, checkpoint_every=2,
+                            batch_sharding=batch_sharding)  # fmt: skip
+    return state
+
+
+def eight_device_run(out: str) -> None:
+    """Runs in the 8-device subprocess; writes `out/eight.npz` and `out/eight.json`."""
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+    assert jax.device_count() == DEVICES, jax.devices()
+    mesh = sharding.make_mesh()
+    place = partial(sharding.shard_batch, mesh=mesh, axes=AXES)
+    arrays, info = {}, {}
+    for name in CELLS:
+        loss_fn, params = build(name)
+        step = training.make_train_step(loss_fn, ADAM)
+        state = sharding.replicate(training.init_state(params, ADAM), mesh)
+        state, seen = run_steps(step, state, batches(2), place)
+        arrays |= flat(f"{name}_dp", state.params) | {f"{name}_dp_metrics": seen}
+    _, params = build("lstm")
+    like = sharding.shard_params(training.init_state(params, ADAM), mesh)
+    info["fsdp_specs"] = [str(x.sharding.spec) for x in jax.tree.leaves(like.params)]
+    restored = checkpoint.load_checkpoint(Path(out) / "one", like)  # saved on 1 device
+    info["restored_specs"] = [str(x.sharding.spec) for x in jax.tree.leaves(restored.params)]
+    arrays |= flat("restored", restored.params)
+    shard = place(batches(1)[0])
+    info["shard_shapes"] = [list(x.addressable_shards[0].data.shape) for x in shard]
+    try:
+        sharding.shard_batch((np.zeros((T, 12, F)), np.zeros(12)), mesh, AXES)
+    except ValueError as error:
+        info["indivisible_error"] = str(error)
+    data_sharding = sharding.batch_sharding(
+        mesh, jax.eval_shape(sample_batch, jax.random.key(0), 0), AXES
+    )
+    state = fit_lstm(Path(out) / "fit", data_sharding, restored)  # FSDP-sharded state
+    info["fit_specs"] = [str(x.sharding.spec) for x in jax.tree.leaves(state.params)]
+    arrays |= flat("fit", state.params)
+    np.savez(Path(out) / "eight.npz", **arrays)
+    (Path(out) / "eight.json").write_text(json.dumps(info))
+
+
+def two_process_run(out: str) -> None:
+    """Runs in each of 2 processes (1 CPU device each); writes `out/process<i>.npz`."""
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+    assert sharding.initialize() is True  # from JAX_COORDINATOR_ADDRESS etc.
+    assert (jax.process_count(), jax.device_count()) == (2, 2)
+    mesh = sharding.make_mesh()
+    rows = sharding.process_shard(B, mesh)
+    assert rows == slice(8 * jax.process_index(), 8 * jax.process_index() + 8), rows
+
+    def place(batch):  # this process reads only its rows
+        local = (batch[0][:, rows], batch[1][rows])
+        return sharding.global_batch(local, mesh, AXES)
+
+    loss_fn, params = build("lstm")
+    step = training.make_train_step(loss_fn, ADAM)
+    state = sharding.replicate(training.init_state(params, ADAM), mesh)
+    state, seen = run_steps(step, state, batches(2), place)
+    arrays = flat("lstm_dp", state.params) | {"lstm_dp_metrics": seen}
+    data_sharding = sharding.batch_sharding(
+        mesh, jax.eval_shape(sample_batch, jax.random.key(0), 0), AXES
+    )
+    like = sharding.shard_params(training.init_state(params, ADAM), mesh)
+    state = fit_lstm(Path(out) / "fit", data_sharding, like)
+    gathered = jax.experimental.multihost_utils.process_allgather(state.params, tiled=True)
+    arrays |= flat("fit", gathered)
+    np.savez(Path(out) / f"process{jax.process_index()}.npz", **arrays)
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return {**env, "JAX_PLATFORMS": "cpu", **extra}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Starts `eight_device_run`, trains the same models here on 1 device meanwhile.
+
+    Returns `(arrays, info, out)` from the subprocess and `{name: (params, metrics)}`
+    (and `"fit"`: the 1-device `fit` parameters) from this process.
+    """
+    out = tmp_path_factory.mktemp("eight")
+    _, params = build("lstm")
+    manager = checkpoint.open_manager(out / "one")
+    checkpoint.save(manager, 0, training.init_state(params, ADAM))
+    manager.close()
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"import test_sharding; test_sharding.eight_device_run({str(out)!r})\n"
+    )
+    env = _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
+    with subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True) as child:  # fmt: skip
+        single = {}
+        for name in CELLS:
+            loss_fn, params = build(name)
+            step = training.make_train_step(loss_fn, ADAM)
+            state, seen = run_steps(step, training.init_state(params, ADAM), batches(2))
+            single[name] = (state.params, seen)
+        single["fit"] = fit_lstm(out / "fit_one").params
+        _, stderr = child.communicate(timeout=300)
+    assert child.returncode == 0, stderr[-3000:]
+    info = json.loads((out / "eight.json").read_text())
+    return (dict(np.load(out / "eight.npz")), info, out), single
+
+
+@pytest.fixture(scope="module")
+def eight(runs):
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def single(runs):
+    return runs[1]
+
+
+def assert_leaves_close(arrays: dict, prefix: str, tree, atol=1e-6):
+    leaves = jax.tree.leaves(tree)
+    assert len(leaves) == sum(k.startswith(prefix + "/") for k in arrays)
+    for i, leaf in enumerate(leaves):
+        np.testing.assert_allclose(arrays[f"{prefix}/{i}"], leaf, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_data_parallel_step_equals_one_device(eight, single, name):
+    arrays, info, _ = eight
+    params, seen = single[name]
+    assert info["shard_shapes"] == [[T, B // DEVICES, F], [B // DEVICES]]
+    np.testing.assert_allclose(arrays[f"{name}_dp_metrics"], seen, atol=1e-6, rtol=0)
+    assert_leaves_close(arrays, f"{name}_dp", params)
+
+
+def test_indivisible_batch_names_the_leaf(eight):
+    message = eight[1]["indivisible_error"]
+    assert "batch[0]" in message and "12" in message and "8" in message
+
+
+def test_checkpoints_move_between_1_and_8_devices(eight):
+    arrays, info, out = eight
+    _, params = build("lstm")
+    assert "P(None, 'data')" in info["restored_specs"]
+    assert info["restored_specs"] == info["fsdp_specs"]  # 1 -> 8: restored sharded
+    assert_leaves_close(arrays, "restored", params, atol=0)
+    like = training.init_state(params, ADAM)
+    restored = training.load_checkpoint(out / "fit", like)  # 8 -> 1
+    assert int(restored.step) == 2
+    assert_leaves_close(arrays, "fit", restored.params, atol=0)
+    assert all(len(x.devices()) == 1 for x in jax.tree.leaves(restored))
+
+
+def test_fsdp_fit_with_batch_sharding_equals_one_device(eight, single):
+    """`fit` from an FSDP-sharded state, batches drawn in the step and sharded."""
+    arrays, info, _ = eight
+    assert "P(None, 'data')" in info["fsdp_specs"]  # w_h [H, 4H] is split
+    assert "P()" in info["fsdp_specs"]  # the [C] readout bias is not
+    assert info["fit_specs"] == info["fsdp_specs"]  # the step keeps the placement
+    assert_leaves_close(arrays, "fit", single["fit"])
+
+
+# --- one device: gradient accumulation, placement rules, argument checks ---------------
+
+
+def accumulation_loss(params, batch, key):
+    """Least squares on the time-summed inputs: `pred_b = (Σ_t x_tb)·w + c` (mean over b)."""
+    del key
+    xs, labels = batch
+    err = jnp.sum(xs, axis=0) @ params["w"] + params["c"] - labels.astype(jnp.float32)
+    return jnp.mean(err**2), {"mae": jnp.mean(jnp.abs(err))}
+
+
+LINEAR = {"w": np.array([0.3, -0.2, 0.1], np.float32), "c": np.float32(0.2)}
+
+
+def test_accumulating_4_micro_batches_equals_the_full_batch():
+    """One SGD step with accumulate=4 against the closed-form full-batch gradient (NumPy)."""
+    micro = training.make_train_step(accumulation_loss, SGD, accumulate=4, batch_axes=AXES)
+    xs, labels = batches(1)[0]
+    state, metrics = micro(training.init_state(LINEAR, SGD), (xs, labels), jax.random.key(0))
+    err = xs.sum(0).astype(np.float64) @ LINEAR["w"] + LINEAR["c"] - labels
+    grad_w, grad_c = 2 * xs.sum(0).T @ err / B, 2 * err.mean()
+    np.testing.assert_allclose(metrics["loss"], np.mean(err**2), rtol=1e-6)
+    np.testing.assert_allclose(metrics["mae"], np.mean(np.abs(err)), rtol=1e-6)
+    np.testing.assert_allclose(metrics["grad_norm"], np.hypot(np.linalg.norm(grad_w), grad_c),
+                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(state.params["w"], LINEAR["w"] - 0.5 * grad_w, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(state.params["c"], LINEAR["c"] - 0.5 * grad_c, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"accumulate": 3, "batch_axes": AXES}, r"batch\[0\] has batch size 16.*accumulate=3"),
+        ({"accumulate": 2, "batch_axes": (1, 0, 0)}, "axes must be an int or a pytree prefix"),
+        ({"accumulate": 2, "batch_axes": 3}, r"batch\[0\] has shape \(5, 16, 3\), no batch axis 3"),
+    ],
+)
+def test_accumulation_rejects_bad_splits(kwargs, match):
+    step = training.make_train_step(accumulation_loss, SGD, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        step(training.init_state(LINEAR, SGD), batches(1)[0], jax.random.key(0))
+
+
+def test_accumulate_must_be_positive():
+    with pytest.raises(ValueError, match="accumulate must be a positive int, got 0"):
+        training.make_train_step(accumulation_loss, SGD, accumulate=0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "spec"),
+    [
+        ((4, 16), PartitionSpec(None, "data")),
+        ((16, 16), PartitionSpec("data", None)),  # ties: the first
+        ((24, 3), PartitionSpec("data", None)),
+        ((4,), PartitionSpec()),
+        ((), PartitionSpec()),
+    ],
+)
+def test_param_spec_splits_the_largest_divisible_dim(shape, spec):
+    assert sharding.param_spec(shape, 8, "data") == spec
+
+
+def test_one_device_mesh_and_process_shard():
+    mesh = sharding.make_mesh()
+    assert dict(mesh.shape) == {"data": 1, "model": 1}
+    assert sharding.process_shard(16, mesh) == slice(0, 16)
+    with pytest.raises(ValueError, match="data \\* model must equal the number of devices 1"):
+        sharding.make_mesh(data=2)
+    with pytest.raises(ValueError, match="model must be a positive int"):
+        sharding.make_mesh(model=0)
+
+
+def test_initialize_reads_the_environment(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert sharding.initialize() is False  # single process: nothing to start
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    with pytest.raises(ValueError, match="num_processes=2 needs a coordinator_address"):
+        sharding.initialize()
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1")
+    with pytest.raises(ValueError, match="process_id=None"):
+        sharding.initialize()
+    monkeypatch.setenv("JAX_PROCESS_ID", "x")
+    with pytest.raises(ValueError, match="JAX_PROCESS_ID must be an int, got 'x'"):
+        sharding.initialize()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_agree_with_one_device(single, tmp_path):
+    """`jax.distributed` on localhost: 2 processes, each feeding half of every batch."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"import test_sharding; test_sharding.two_process_run({str(tmp_path)!r})\n"
+    )
+    address = f"127.0.0.1:{_free_port()}"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=_env(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)),
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    errors = [child.communicate(timeout=300)[1] for child in children]
+    for child, stderr in zip(children, errors):
+        assert child.returncode == 0, stderr[-3000:]
+    results = [dict(np.load(tmp_path / f"process{i}.npz")) for i in range(2)]
+    params, seen = single["lstm"]
+    for arrays in results:
+        np.testing.assert_allclose(arrays["lstm_dp_metrics"], seen, atol=1e-6, rtol=0)
+        assert_leaves_close(arrays, "lstm_dp", params)
+        assert_leaves_close(arrays, "fit", single["fit"])
+    restored = training.load_checkpoint(tmp_path / "fit", training.init_state(params, ADAM))
+    assert_leaves_close(results[0], "fit", restored.params, atol=0)
