@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxseq
-from jaxseq import cli, data, models, training
+from jaxseq import cli, data, models, sharding, training
 from jaxseq.cells import registry
 
 MODELS = ("rnn", "mlp", "cnn")
@@ -50,6 +50,8 @@ class Config:
     resume: bool = False  # continue from the latest checkpoint in out_dir
     tensorboard: bool = False  # also write TensorBoard event files
     out_dir: str = "runs/adding"  # config.json, metrics.jsonl, results.json
+    mesh_data: int = 0  # devices on the mesh's data axis (0: all); batches split over them
+    distributed: bool = False  # join a multi-host run (JAX_COORDINATOR_ADDRESS etc., or auto)
 
 
 BASELINE_MSE = 1.0 / 6.0  # predicting the mean, E[(U1 + U2 - 1)^2]
@@ -76,6 +78,8 @@ def main(config: Config) -> dict:
     if config.model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {config.model!r}")
     registry.by_name(config.cell, 1)  # an unknown cell name fails before any work
+    if config.mesh_data < 0:
+        raise ValueError(f"mesh_data must be >= 0 (0: all devices), got {config.mesh_data}")
     if config.seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {config.seq_len}")
     model = build_model(config)
@@ -91,6 +95,12 @@ def main(config: Config) -> dict:
     def test_fn(params, xs, targets):
         return {"test_mse": mse(model, params, xs, targets)}
 
+    batch_sharding = None
+    if config.mesh_data != 1 and len(jax.devices()) > 1:
+        mesh = sharding.make_mesh(data=config.mesh_data or None)
+        one_batch = jax.eval_shape(sample_batch, jax.random.key(0), 0)
+        batch_sharding = sharding.batch_sharding(mesh, one_batch, (1, 0))  # xs [T,B,2], y [B]
+
     start = time.perf_counter()
     state, history = training.train_seeds(
         config,
@@ -98,6 +108,7 @@ def main(config: Config) -> dict:
         loss_fn,
         sample_batch,
         lambda params: test_fn(params, *test_data),
+        batch_sharding=batch_sharding,
         desc="adding",
     )
     values = training.evaluate(test_fn, state.params, *test_data, num_seeds=config.num_seeds)
@@ -123,4 +134,9 @@ def main(config: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(cli.parse(Config))
+    config = cli.parse(Config)
+    if config.distributed:
+        # JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, else JAX's own
+        # cluster detection (TPU pods, SLURM, Open MPI)
+        sharding.initialize() or sharding.initialize(auto=True)
+    main(config)
