@@ -14,6 +14,7 @@ are dicts such as `{"rnn": layer params, "readout": DenseParams}`.
 swap them with `--model=rnn|mlp|cnn`.
 """
 
+from jaxseq.models import autoencoder  # module: models.autoencoder.autoencoder(...), ...
 from jaxseq.models._bridge import flatten_carry
 from jaxseq.models._dense import (
     DenseParams,
@@ -38,6 +39,7 @@ __all__ = [
     "Model",
     "Seq2Seq",
     "accuracy",
+    "autoencoder",
     "classifier",
     "cnn1d",
     "conv1d",
