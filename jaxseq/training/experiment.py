@@ -24,6 +24,7 @@ Common config fields (all required by `train_seeds`):
   resume: bool            continue from the latest checkpoint in out_dir
   tensorboard: bool       also write TensorBoard event files
   out_dir: str            config.json, metrics.jsonl, checkpoints/, results.json
+Optional: weight_decay: float (default 0; decoupled for adamw, L2 otherwise).
 """
 
 import dataclasses
@@ -149,6 +150,7 @@ def train_seeds(
         config.optimizer,
         config.learning_rate,
         grad_clip=config.grad_clip,
+        weight_decay=getattr(config, "weight_decay", 0.0),  # optional field
         schedule=config.schedule,
         warmup_steps=config.warmup_steps,
         total_steps=config.steps if config.schedule != "constant" else None,
