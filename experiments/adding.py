@@ -118,10 +118,7 @@ def main(config: Config) -> dict:
         "solved_fraction": float(jnp.mean(values["test_mse"] < SOLVED_MSE)),
         "model": config.model if config.model != "rnn" else config.cell,
         "seq_len": config.seq_len,
-        "steps": config.steps,
-        "num_seeds": config.num_seeds,
-        "train_seconds": time.perf_counter() - start,
-        "final_train_loss": history[-1]["loss"] if history else None,
+        **training.run_summary(config, start, history),
     }
     training.write_results(config.out_dir, results)
     print(

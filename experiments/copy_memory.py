@@ -114,10 +114,7 @@ def main(config: Config) -> dict:
         "beats_baseline_fraction": float(np.mean(values["test_loss"] < baseline)),
         "cell": config.cell,
         "delay": config.delay,
-        "steps": config.steps,
-        "num_seeds": config.num_seeds,
-        "train_seconds": time.perf_counter() - start,
-        "final_train_loss": history[-1]["loss"] if history else None,
+        **training.run_summary(config, start, history),
     }
     training.write_results(config.out_dir, results)
     print(

@@ -159,10 +159,7 @@ def main(config: Config) -> dict:
         "train_months": int(len(train_part)),
         "test_months": int(len(test_part) - config.context),
         "test_windows": int(len(test_ys)),
-        "steps": config.steps,
-        "num_seeds": config.num_seeds,
-        "train_seconds": time.perf_counter() - start,
-        "final_train_loss": history[-1]["loss"] if history else None,
+        **training.run_summary(config, start, history),
     }
     training.write_results(config.out_dir, results)
     print(

@@ -223,10 +223,7 @@ def main(config: Config) -> dict:
         "cell": config.cell,
         "min_len": config.min_len,
         "max_len": config.max_len,
-        "steps": config.steps,
-        "num_seeds": config.num_seeds,
-        "train_seconds": time.perf_counter() - start,
-        "final_train_loss": history[-1]["loss"] if history else None,
+        **training.run_summary(config, start, history),
     }
     training.write_results(config.out_dir, results)
     print(

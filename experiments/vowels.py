@@ -149,10 +149,7 @@ def main(config: Config) -> dict:
         "model": config.model if config.model != "rnn" else config.cell,
         "train_size": int(train.xs.shape[0]),
         "test_size": int(test.xs.shape[0]),
-        "steps": config.steps,
-        "num_seeds": config.num_seeds,
-        "train_seconds": time.perf_counter() - start,
-        "final_train_loss": history[-1]["loss"] if history else None,
+        **training.run_summary(config, start, history),
     }
     training.write_results(config.out_dir, results)
     print(

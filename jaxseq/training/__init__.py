@@ -12,7 +12,13 @@ std over seeds.
 """
 
 from jaxseq.training.checkpoint import load_checkpoint
-from jaxseq.training.experiment import check_config, seed_keys, seed_results, train_seeds
+from jaxseq.training.experiment import (
+    check_config,
+    run_summary,
+    seed_keys,
+    seed_results,
+    train_seeds,
+)
 from jaxseq.training.guard import NonFiniteError
 from jaxseq.training.loop import fit
 from jaxseq.training.optim import make_optimizer
@@ -31,6 +37,7 @@ __all__ = [
     "load_checkpoint",
     "make_optimizer",
     "make_train_step",
+    "run_summary",
     "seed_keys",
     "seed_results",
     "seed_summary",

@@ -28,6 +28,7 @@ Optional: weight_decay: float (default 0; decoupled for adamw, L2 otherwise).
 """
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -188,6 +189,25 @@ def init_seeds(init: Callable[[jax.Array], Any], keys: jax.Array) -> Any:
     """
     one = jax.jit(init)
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *[one(k) for k in keys])
+
+
+def run_summary(config: Any, start: float, history: list[dict]) -> dict[str, Any]:
+    """The fields every results.json ends with: steps, seeds, wall time, last loss.
+
+    Args:
+      config: the experiment's config (reads `steps`, `num_seeds`).
+      start: `time.perf_counter()` taken before training started.
+      history: the records `fit` returned (the last one's mean loss is reported).
+
+    Returns:
+      `{"steps", "num_seeds", "train_seconds", "final_train_loss"}`.
+    """
+    return {
+        "steps": config.steps,
+        "num_seeds": config.num_seeds,
+        "train_seconds": time.perf_counter() - start,
+        "final_train_loss": history[-1]["loss"] if history else None,
+    }
 
 
 def seed_results(values: dict[str, Any]) -> dict[str, Any]:
