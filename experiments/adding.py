@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxseq
-from jaxseq import cli, data, models, sharding, training
+from jaxseq import cli, data, models, training
 from jaxseq.cells import registry
 
 MODELS = ("rnn", "mlp", "cnn")
@@ -78,8 +78,6 @@ def main(config: Config) -> dict:
     if config.model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {config.model!r}")
     registry.by_name(config.cell, 1)  # an unknown cell name fails before any work
-    if config.mesh_data < 0:
-        raise ValueError(f"mesh_data must be >= 0 (0: all devices), got {config.mesh_data}")
     if config.seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {config.seq_len}")
     model = build_model(config)
@@ -95,12 +93,6 @@ def main(config: Config) -> dict:
     def test_fn(params, xs, targets):
         return {"test_mse": mse(model, params, xs, targets)}
 
-    batch_sharding = None
-    if config.mesh_data != 1 and len(jax.devices()) > 1:
-        mesh = sharding.make_mesh(data=config.mesh_data or None)
-        one_batch = jax.eval_shape(sample_batch, jax.random.key(0), 0)
-        batch_sharding = sharding.batch_sharding(mesh, one_batch, (1, 0))  # xs [T,B,2], y [B]
-
     start = time.perf_counter()
     state, history = training.train_seeds(
         config,
@@ -108,7 +100,7 @@ def main(config: Config) -> dict:
         loss_fn,
         sample_batch,
         lambda params: test_fn(params, *test_data),
-        batch_sharding=batch_sharding,
+        batch_sharding=training.mesh_sharding(config, sample_batch, (1, 0)),  # xs [T,B,2], y [B]
         desc="adding",
     )
     values = training.evaluate(test_fn, state.params, *test_data, num_seeds=config.num_seeds)
@@ -132,8 +124,5 @@ def main(config: Config) -> dict:
 
 if __name__ == "__main__":
     config = cli.parse(Config)
-    if config.distributed:
-        # JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, else JAX's own
-        # cluster detection (TPU pods, SLURM, Open MPI)
-        sharding.initialize() or sharding.initialize(auto=True)
+    training.join_distributed(config)  # --distributed=True: before any other JAX call
     main(config)

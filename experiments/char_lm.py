@@ -74,6 +74,8 @@ class Config:
     resume: bool = False  # continue from the latest checkpoint in out_dir
     tensorboard: bool = False  # also write TensorBoard event files
     out_dir: str = "runs/char_lm"  # config.json, metrics.jsonl, results.json
+    mesh_data: int = 0  # devices on the mesh's data axis (0: all); batches split over them
+    distributed: bool = False  # join a multi-host run (JAX_COORDINATOR_ADDRESS etc., or auto)
 
 
 BITS_PER_NAT = 1.0 / math.log(2.0)
@@ -191,6 +193,7 @@ def main(config: Config) -> dict:
         sample_batch,
         lambda params: {"val_bpc": bpc(model, params, *val_data)},
         data=train_ids,
+        batch_sharding=training.mesh_sharding(config, sample_batch, 1, data=train_ids),  # [T,B]
         desc="char_lm",
     )
     train_seconds = time.perf_counter() - start
@@ -237,4 +240,6 @@ def _report(config: Config, results: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(cli.parse(Config))
+    config = cli.parse(Config)
+    training.join_distributed(config)  # --distributed=True: before any other JAX call
+    main(config)

@@ -56,6 +56,8 @@ class Config:
     resume: bool = False  # continue from the latest checkpoint in out_dir
     tensorboard: bool = False  # also write TensorBoard event files
     out_dir: str = "runs/copy_memory"  # config.json, metrics.jsonl, results.json
+    mesh_data: int = 0  # devices on the mesh's data axis (0: all); batches split over them
+    distributed: bool = False  # join a multi-host run (JAX_COORDINATOR_ADDRESS etc., or auto)
 
 
 RECALL_STEPS = 10  # the last 10 steps hold the symbols to recall
@@ -103,6 +105,7 @@ def main(config: Config) -> dict:
         loss_fn,
         sample_batch,
         test_fn,
+        batch_sharding=training.mesh_sharding(config, sample_batch, 1),  # xs [T,B,10], y [T,B]
         desc="copy_memory",
     )
     values = training.evaluate(test_fn, state.params, num_seeds=config.num_seeds)
@@ -128,4 +131,6 @@ def main(config: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(cli.parse(Config))
+    config = cli.parse(Config)
+    training.join_distributed(config)  # --distributed=True: before any other JAX call
+    main(config)

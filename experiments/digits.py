@@ -34,6 +34,7 @@ from jaxseq.cells import registry
 MODELS = ("rnn", "mlp", "cnn")
 MODES = ("rows", "pixels")
 POOLINGS = ("last", "mean", "max")
+BATCH_AXES = data.Batch(xs=1, lengths=0, ys=0)  # batch axis of xs [T,B,F], lengths [B], ys [B,...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,8 @@ class Config:
     resume: bool = False  # continue from the latest checkpoint in out_dir
     tensorboard: bool = False  # also write TensorBoard event files
     out_dir: str = "runs/digits"  # config.json, metrics.jsonl, results.json
+    mesh_data: int = 0  # devices on the mesh's data axis (0: all); batches split over them
+    distributed: bool = False  # join a multi-host run (JAX_COORDINATOR_ADDRESS etc., or auto)
 
 
 def check(config: Config) -> None:
@@ -118,6 +121,7 @@ def main(config: Config) -> dict:
         loss_fn,
         sample_batch,
         lambda params: test_fn(params, *test_batch),
+        batch_sharding=training.mesh_sharding(config, sample_batch, BATCH_AXES),
         desc="digits",
     )
     values = training.evaluate(test_fn, state.params, *test_batch, num_seeds=config.num_seeds)
@@ -140,4 +144,6 @@ def main(config: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(cli.parse(Config))
+    config = cli.parse(Config)
+    training.join_distributed(config)  # --distributed=True: before any other JAX call
+    main(config)

@@ -40,6 +40,7 @@ from jaxseq.cells import registry
 
 MODELS = ("rnn", "mlp", "cnn")
 SEASON = 12  # months in the yearly cycle of the monthly series
+BATCH_AXES = data.Batch(xs=1, lengths=0, ys=0)  # batch axis of xs [T,B,F], lengths [B], ys [B,...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,8 @@ class Config:
     resume: bool = False  # continue from the latest checkpoint in out_dir
     tensorboard: bool = False  # also write TensorBoard event files
     out_dir: str = "runs/forecast"  # config.json, metrics.jsonl, results.json
+    mesh_data: int = 0  # devices on the mesh's data axis (0: all); batches split over them
+    distributed: bool = False  # join a multi-host run (JAX_COORDINATOR_ADDRESS etc., or auto)
 
 
 def check(config: Config) -> None:
@@ -142,6 +145,7 @@ def main(config: Config) -> dict:
         loss_fn,
         sample_batch,
         lambda params: test_fn(params, *test_args),
+        batch_sharding=training.mesh_sharding(config, sample_batch, BATCH_AXES),
         desc="forecast",
     )
     values = training.evaluate(test_fn, state.params, *test_args, num_seeds=config.num_seeds)
@@ -172,4 +176,6 @@ def main(config: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(cli.parse(Config))
+    config = cli.parse(Config)
+    training.join_distributed(config)  # --distributed=True: before any other JAX call
+    main(config)

@@ -60,6 +60,8 @@ class Config:
     resume: bool = False  # continue from the latest checkpoint in out_dir
     tensorboard: bool = False  # also write TensorBoard event files
     out_dir: str = "runs/seq2seq"  # config.json, metrics.jsonl, results.json
+    mesh_data: int = 0  # devices on the mesh's data axis (0: all); batches split over them
+    distributed: bool = False  # join a multi-host run (JAX_COORDINATOR_ADDRESS etc., or auto)
 
 
 NUM_DIGITS = 10  # source tokens 0..9; target tokens 0..9 plus the three below
@@ -83,6 +85,9 @@ class StringBatch(NamedTuple):
     tgt_in: Int[Array, "tgt_time batch"]
     tgt_out: Int[Array, "tgt_time batch"]
     tgt_mask: Bool[Array, "tgt_time batch"]
+
+
+BATCH_AXES = StringBatch(src=1, src_lengths=0, tgt_in=1, tgt_out=1, tgt_mask=1)  # the B axes
 
 
 def digit_strings(
@@ -212,7 +217,13 @@ def main(config: Config) -> dict:
 
     start = time.perf_counter()
     state, history = training.train_seeds(
-        config, model.init, loss_fn, sample_batch, test_fn, desc=f"seq2seq {config.task}"
+        config,
+        model.init,
+        loss_fn,
+        sample_batch,
+        test_fn,
+        batch_sharding=training.mesh_sharding(config, sample_batch, BATCH_AXES),
+        desc=f"seq2seq {config.task}",
     )
     values = training.evaluate(test_fn, state.params, num_seeds=config.num_seeds)
     results = {
@@ -238,4 +249,6 @@ def main(config: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(cli.parse(Config))
+    config = cli.parse(Config)
+    training.join_distributed(config)  # --distributed=True: before any other JAX call
+    main(config)

@@ -32,6 +32,8 @@ only lstm_no_forget fails among the gate ablations.
 Writes `out_dir/report.md`, `results.json`, `config.json`, five PNG plots, and
 `runs/<cell>_T<T>/metrics.jsonl` per adding run of parts 2 and 4 (trained with
 `training.fit`: `resume`, `checkpoint_every`, `eval_every`, `tensorboard` apply to them).
+`--mesh_data` splits every training batch of parts 2-5 over that many devices (part 1
+trains nothing; the gradient profiles and test metrics run unsplit).
 """
 
 import dataclasses
@@ -41,7 +43,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +93,8 @@ class Config:
     resume: bool = False  # continue each adding run from its latest checkpoint
     tensorboard: bool = False  # also write TensorBoard event files per adding run
     out_dir: str = "runs/vanishing_gradients"  # report.md, results.json, plots, runs/
+    mesh_data: int = 0  # devices on the mesh's data axis (0: all); batches split over them
+    distributed: bool = False  # join a multi-host run (JAX_COORDINATOR_ADDRESS etc., or auto)
 
 
 QUICK = {  # --quick=True
@@ -247,7 +251,8 @@ class Programs(NamedTuple):
 
     optimizer: optax.GradientTransformation
     loss_fn: Callable  # (params, batch, key) -> (loss, {})
-    sample_batch: Callable  # (key, step) -> (xs, targets)
+    sample_batch: Callable  # (key, step) -> (xs, targets), split over the mesh_data devices
+    batch_sharding: Any  # of (xs [T, B, 2], targets [B]), or None (see `place`)
     train_step: Callable  # K seeds
     test_fn: Callable  # (params, xs, targets) -> {"test_mse", gate stats}
     profile: Callable  # ([K] params, xs, targets) -> [K, T] log10 profiles by lag
@@ -261,8 +266,16 @@ def programs(name: str, seq_len: int, config: Config) -> Programs:
     def loss_fn(params, batch, key):
         return mse(model, params, *batch), {}
 
-    def sample_batch(key, step):
+    def adding_batch(key, step):
         return data.adding(key, config.batch_size, seq_len)
+
+    batch_sharding = training.mesh_sharding(config, adding_batch, (1, 0))  # xs [T,B,2], y [B]
+
+    def sample_batch(key, step):  # constrained here: `study.track_training` takes no sharding
+        batch = adding_batch(key, step)
+        if batch_sharding is None:
+            return batch
+        return jax.lax.with_sharding_constraint(batch, batch_sharding)
 
     optimizer = training.make_optimizer(
         config.optimizer,
@@ -274,9 +287,13 @@ def programs(name: str, seq_len: int, config: Config) -> Programs:
     )
     train_step = training.make_train_step(loss_fn, optimizer, num_seeds=config.num_seeds)
     profile = jax.jit(jax.vmap(partial(_profile, cell), (0, None, None)))
-    return Programs(
-        optimizer, loss_fn, sample_batch, train_step, partial(_test_metrics, model, cell), profile
-    )
+    test_fn = partial(_test_metrics, model, cell)
+    return Programs(optimizer, loss_fn, sample_batch, batch_sharding, train_step, test_fn, profile)
+
+
+def place(program: Programs, state: training.TrainState) -> training.TrainState:
+    """`state` replicated over the mesh that `program`'s batches are split over (if any)."""
+    return training.place_state(state, program.batch_sharding)
 
 
 # the five parts
@@ -324,7 +341,7 @@ def adding_run(config: Config, spec: CellSpec, seq_len: int) -> dict:
     try:
         state, _ = training.fit(
             program.train_step,
-            state,
+            place(program, state),
             program.sample_batch,
             key=training.seed_keys(config, 1),
             steps=config.steps,
@@ -337,6 +354,7 @@ def adding_run(config: Config, spec: CellSpec, seq_len: int) -> dict:
             tensorboard=config.tensorboard,
             num_seeds=config.num_seeds,
             desc=f"{spec.label} T={seq_len}",
+            batch_sharding=program.batch_sharding,
         )
     except training.NonFiniteError as error:  # fit stops the run: every seed counts as failed
         failed = training.seed_results({"test_mse": np.full(config.num_seeds, np.nan)})
@@ -373,7 +391,7 @@ def part_explode(config: Config) -> dict:
     program = programs("elman", config.explode_len, config)
     trace = study.track_training(
         training.make_train_step(program.loss_fn, optimizer, num_seeds=num_models),
-        state,
+        place(program, state),
         program.sample_batch,
         key=jnp.concatenate([training.seed_keys(config, 1)] * (num_models // k)),
         steps=config.explode_steps,
@@ -435,7 +453,7 @@ def part_track(config: Config) -> dict:
         )
         trace = study.track_training(
             program.train_step,
-            state,
+            place(program, state),
             program.sample_batch,
             key=training.seed_keys(config, 1),
             steps=config.steps,
@@ -806,4 +824,6 @@ def main(config: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(cli.parse(Config))
+    config = cli.parse(Config)
+    training.join_distributed(config)  # --distributed=True: before any other JAX call
+    main(config)

@@ -21,7 +21,7 @@ from jaxseq.cells import (
     minlstm,
 )
 from jaxseq.layers import Layer, rnn
-from jaxseq.types import Cell, LinearRecurrence
+from jaxseq.types import Cell, LinearRecurrence, RecurrentMatmul
 from jaxseq.unroll import unroll
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "LSTMParams",
     "Layer",
     "LinearRecurrence",
+    "RecurrentMatmul",
     "MinGRUParams",
     "MinLSTMParams",
     "data",

@@ -30,8 +30,37 @@ def check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def check_compute_dtype(value: Any) -> np.dtype | None:
+    """Normalises a `compute_dtype` argument: None, or a floating dtype such as bfloat16.
+
+    Args:
+      value: None, a dtype (`jnp.bfloat16`, `np.float32`) or its name (`"bfloat16"`).
+
+    Returns:
+      None, or the `numpy.dtype`.
+
+    Raises:
+      ValueError: naming `compute_dtype`, when `value` is not a floating dtype.
+    """
+    if value is None:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"compute_dtype must be None or a floating dtype such as jnp.bfloat16, got {value!r}"
+        )
+    return dtype
+
+
 def check_inputs(cell: Any, params: Any, xs: Any, *, name: str, time_axis: bool) -> None:
     """Checks rank, dtype and feature size of `xs` against the cell's params.
+
+    Any floating dtype is accepted (e.g. bfloat16 inputs to float32 params):
+    the cell's `project` casts `xs` to the parameter dtype. Integer and bool
+    inputs are rejected.
 
     Args:
       cell: the `Cell`.

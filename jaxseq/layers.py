@@ -77,6 +77,11 @@ def rnn(cell: Cell, *, num_layers: int = 1, bidirectional: bool = False, dropout
       key: PRNG key for dropout between layers; dropout is applied only when a
         key is given (training) and `dropout > 0`.
 
+    Mixed precision is the cell's: with `cell = lstm(H, compute_dtype=jnp.bfloat16)`
+    every layer's matrix products take bfloat16 operands (float32 accumulation),
+    while `ys`, `final` and the params stay float32; `xs` may have any floating
+    dtype (it is cast to the params').
+
     Args:
       cell: the `Cell` of every layer and direction.
       num_layers: number of stacked layers.

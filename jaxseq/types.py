@@ -18,6 +18,11 @@ Cells whose recurrence is elementwise linear in the state (minGRU, minLSTM,
 LRU) also describe it as a `LinearRecurrence`, so that
 `unroll(..., method="associative")` can evaluate all steps with a parallel
 scan; `recur` stays the definition and the sequential scan uses it unchanged.
+
+Cells whose only dense recurrent work is one matmul `state(carry) @ weight(params)`
+(Elman, LSTM, GRU with `reset_after=True`) also describe their step as a
+`RecurrentMatmul`, so that `unroll` can differentiate the whole sequence with one
+hand-written VJP (`jaxseq.bptt`) instead of step-by-step autodiff.
 """
 
 from collections.abc import Callable
@@ -59,6 +64,34 @@ class LinearRecurrence(NamedTuple):
     readout: Callable[[Params, jax.Array, Any], tuple[Carry, jax.Array]]
 
 
+class RecurrentMatmul(NamedTuple):
+    """A cell's step split around its one recurrent matrix product.
+
+        hp_t = state(carry_{t-1}) @ weight(params)        [*batch, K]
+        carry_t, y_t = combine(params, carry_{t-1}, xp_t, hp_t)
+
+    which must equal `recur(params, carry_{t-1}, xp_t)`. Everything in `combine`
+    is elementwise in the batch, so the backward pass over a sequence needs one
+    `[*batch, K] @ [K, S]` product per step (∂hp_t → ∂state), and the weight's
+    gradient becomes one large product over all steps after the loop
+    (Σ_t state_{t-1}ᵀ ∂hp_t), as in cuDNN's and oneDNN's RNN kernels.
+
+    Attributes:
+      weight: `(params) -> [S, K]`, the recurrent weight.
+      state: `(carry) -> [*batch, S]`, the part of the carry it multiplies (any
+        leading shape: also applied to all steps' carries at once).
+      combine: `(params, carry, xp_t, hp_t) -> (carry, y_t)`.
+      compute_dtype: None (the product in the operands' dtype), or the dtype
+        (e.g. bfloat16) both operands are cast to, accumulating in the state's
+        dtype (mixed precision).
+    """
+
+    weight: Callable[[Params], jax.Array]
+    state: Callable[[Carry], jax.Array]
+    combine: Callable[[Params, Carry, Any, jax.Array], tuple[Carry, jax.Array]]
+    compute_dtype: Any = None
+
+
 class Cell(NamedTuple):
     """A recurrent cell as pure functions (the optax / stax pattern).
 
@@ -75,6 +108,9 @@ class Cell(NamedTuple):
       linear: the step as a `LinearRecurrence`, for `unroll(method="associative")`;
         None (the default) for cells whose state enters non-linearly. A wrapper
         that changes `project` or `recur` must reset it to None.
+      recurrent: the step as a `RecurrentMatmul`, for the sequence-level VJP of
+        `unroll(bptt="fused")`; None for cells without that form (the scan is then
+        differentiated by autodiff). Also reset it to None in such a wrapper.
     """
 
     name: str
@@ -85,6 +121,7 @@ class Cell(NamedTuple):
     recur: Callable[[Params, Carry, Any], tuple[Carry, jax.Array]]
     input_size: Callable[[Params], int]
     linear: LinearRecurrence | None = None
+    recurrent: RecurrentMatmul | None = None
 
     def step(self, params: Params, carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
         """One time step in `lax.scan` order: `(carry, x_t) -> (carry, y_t)`.

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxseq import _checks
+from jaxseq import bptt as jaxseq_bptt
 from jaxseq.types import Carry, Cell, Params
 
 
@@ -40,6 +41,7 @@ def _reverse_within_lengths(
 
 METHODS = ("scan", "associative", "deer")
 DEER_JACOBIANS = ("full", "diag")
+BPTT = ("fused", "autodiff")
 
 
 def unroll(
@@ -54,6 +56,7 @@ def unroll(
     remat: bool = False,
     truncate: int | None = None,
     method: str = "scan",
+    bptt: str = "fused",
     deer_iters: int = 100,
     deer_tol: float = 1e-5,
     deer_jacobian: str = "full",
@@ -103,9 +106,18 @@ def unroll(
       reverse: read the sequences backwards (outputs stay time-aligned).
       unroll: `lax.scan`'s unroll factor (steps per loop iteration).
       remat: rematerialise each step in the backward pass (`jax.checkpoint`):
-        memory O(T·carry) instead of O(T·activations), for one more forward.
+        memory O(T·carry) instead of O(T·activations), for one more forward. The
+        input projection then runs inside each checkpointed step (not hoisted),
+        so no `[T, *batch, G·H]` array is kept for the backward pass.
       truncate: stop the gradient through the carry every `truncate` steps.
       method: "scan" (default, sequential), "associative" or "deer".
+      bptt: how `method="scan"` is differentiated. "fused" (default): for cells
+        with `cell.recurrent` (Elman, LSTM, GRU with reset_after=True), one
+        hand-written sequence-level VJP (`jaxseq.bptt`): the backward loop only
+        propagates ∂h through Uᵀ and ∂U is one large product after it; reverse
+        mode only. "autodiff": `jax.grad` through the scan step by step, which
+        also supports forward mode (`jax.jvp`, `jax.hessian`). `remat` and
+        `truncate` always use autodiff; other cells always do.
       deer_iters: most Newton iterations before falling back (method="deer").
       deer_tol: convergence tolerance on max |Δh| / (1 + |h|) (method="deer").
       deer_jacobian: "full" (Newton, DEER) or "diag" (quasi-Newton, as in ELK).
@@ -125,6 +137,7 @@ def unroll(
         remat=remat,
         truncate=truncate,
         method=method,
+        bptt=bptt,
         deer_options=options,
     )
     return carry, ys
@@ -159,11 +172,13 @@ def _evaluate(
     remat: bool = False,
     truncate: int | None = None,
     method: str,
+    bptt: str = "fused",
     deer_options: dict,
 ):
     """`unroll` with the method's report: `(carry, ys, info)`, info None unless method="deer"."""
     _checks.check_inputs(cell, params, xs, name="xs", time_axis=True)
     _check_method(method, unroll, remat, truncate, deer_options)
+    _checks.check_option("bptt", bptt, BPTT)
     if method == "associative":
         from jaxseq.parallel.associative import check_linear  # deferred, as in _parallel
 
@@ -185,7 +200,9 @@ def _evaluate(
     scan_reverse = reverse and lengths is None
     info = None
     if method == "scan" or num_steps == 0:
-        carry, ys = _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate)
+        carry, ys = _scan(
+            cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate, bptt
+        )
     else:
         carry, ys, info = _parallel(
             cell, params, xs, carry, valid, scan_reverse, method, deer_options
@@ -212,13 +229,26 @@ def _parallel(cell, params, xs, carry, valid, reverse, method, deer_options):
     return carry, (ys[::-1] if reverse else ys), info
 
 
-def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate):
+def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate, bptt):
     """The sequential scan of `cell.recur` over the hoisted projection."""
     num_steps = xs.shape[0]
     order = None  # position in reading order, scanned only when truncating
     if truncate is not None:
         order = jnp.arange(num_steps)
         order = order[::-1] if scan_reverse else order
+
+    if remat:
+        # the projection moves into the checkpointed step: nothing [T, *batch, G·H] is
+        # stored for the backward pass (xs itself is an input), only each step's carry
+        original = cell
+
+        def recur(params, carry, x_t):
+            return original.recur(params, carry, original.project(params, x_t))
+
+        cell = cell._replace(recur=jax.checkpoint(recur, prevent_cse=False))
+        xps = xs
+    else:
+        xps = cell.project(params, xs)
 
     def body(carry, inputs):
         s, xp_t, valid_t = inputs
@@ -233,7 +263,6 @@ def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate)
             y_t = jnp.where(_expand(valid_t, y_t.ndim), y_t, jnp.zeros_like(y_t))
         return new_carry, y_t
 
-    if remat:
-        body = jax.checkpoint(body, prevent_cse=False)
-    xps = cell.project(params, xs)
+    if bptt == "fused" and cell.recurrent is not None and not remat and truncate is None:
+        return jaxseq_bptt.scan(cell, params, xps, carry, valid, scan_reverse, unroll)
     return jax.lax.scan(body, carry, (order, xps, valid), reverse=scan_reverse, unroll=unroll)

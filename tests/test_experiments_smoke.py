@@ -62,7 +62,7 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_run):
 @pytest.mark.parametrize(
     ("field", "value"),
     [("steps", 0), ("hidden_size", -1), ("model", "rnnn"), ("cell", "lstmm"), ("seq_len", 1),
-     ("optimizer", "adamm"), ("num_seeds", 0)],
+     ("optimizer", "adamm"), ("num_seeds", 0), ("mesh_data", -1)],
 )  # fmt: skip
 def test_bad_values_name_the_field(tmp_path, field, value):
     config = dataclasses.replace(TINY, out_dir=str(tmp_path / "x"), **{field: value})

@@ -3,14 +3,20 @@
 The subprocess runs `eight_device_run` with `--xla_force_host_platform_device_count=8`
 and writes its parameters and metrics to an .npz; this process (1 device) trains the
 same model on the same global batches and compares. Parameters are drawn with NumPy
-(no compile); each model is tiny (T=5, B=16, H=4).
+(no compile); each model is tiny (T=5, B=16, H=4). A second subprocess runs experiment
+scripts' `main` with their batches split over the 8 devices (`--mesh_data=0`) against
+the same runs here on one device (`--mesh_data=1`).
 """
 
+import dataclasses
+import importlib
+import inspect
 import json
 import os
 import socket
 import subprocess
 import sys
+import types
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +28,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 import jaxseq
-from jaxseq import models, sharding, training
+from jaxseq import cli, models, sharding, training
 from jaxseq.training import checkpoint
 
 T, B, F, H, C = 5, 16, 3, 4, 2
@@ -115,6 +121,7 @@ def eight_device_run(out: str) -> None:
     data_sharding = sharding.batch_sharding(
         mesh, jax.eval_shape(sample_batch, jax.random.key(0), 0), AXES
     )
+    info["mesh_sharding"] = mesh_sharding_answers()
     state = fit_lstm(Path(out) / "fit", data_sharding, restored)  # FSDP-sharded state
     info["fit_specs"] = [str(x.sharding.spec) for x in jax.tree.leaves(state.params)]
     arrays |= flat("fit", state.params)
@@ -363,3 +370,171 @@ def test_two_processes_agree_with_one_device(single, tmp_path):
         assert_leaves_close(arrays, "fit", single["fit"])
     restored = training.load_checkpoint(tmp_path / "fit", training.init_state(params, ADAM))
     assert_leaves_close(results[0], "fit", restored.params, atol=0)
+
+
+# --- the experiments' mesh flags: --mesh_data, --distributed ---------------------------
+
+EXPERIMENTS = (
+    "adding",
+    "autoencoder",
+    "char_lm",
+    "copy_memory",
+    "digits",
+    "forecast",
+    "seq2seq",
+    "vanishing_gradients",
+    "vowels",
+)
+MESH_B = 16  # batch size of the sharded experiment runs: 2 rows per device
+MESH_RUNS = {  # experiment -> (tiny config fields, the batch axis of each batch leaf)
+    "adding": (
+        dict(hidden_size=4, seq_len=5, test_size=16, num_seeds=2),  # vmapped seeds too
+        [1, 0],  # xs [T, B, 2], targets [B]
+    ),
+    "digits": (dict(hidden_size=4), [1, 0, 0]),  # Batch(xs [T, B, 8], lengths [B], ys [B])
+}
+TIMING = ("train_seconds", "ms_per_step")
+
+
+def mesh_config(name: str, out_dir, mesh_data: int):
+    module = importlib.import_module(f"experiments.{name}")
+    fields, _ = MESH_RUNS[name]
+    config = module.Config(steps=3, log_every=3, batch_size=MESH_B, **fields)
+    return module, dataclasses.replace(config, out_dir=str(out_dir), mesh_data=mesh_data)
+
+
+def mesh_experiments_run(out: str) -> None:
+    """In the 8-device subprocess: each of MESH_RUNS's `main` with mesh_data=0 (all 8).
+
+    Records the batch sharding that `main` hands to `train_seeds` (leaf shapes, the
+    sharded axis, mesh size) and the results in `out/mesh.json`.
+    """
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+    assert jax.device_count() == DEVICES, jax.devices()
+    seen, real = {}, training.train_seeds
+
+    def recording(config, init, loss_fn, sample_batch, eval_fn=None, **kwargs):
+        shapes = jax.eval_shape(sample_batch, jax.random.key(0), 0)
+        placed = jax.tree.leaves(kwargs["batch_sharding"])
+        seen[config.out_dir] = [
+            [list(s.shape), list(p.spec).index(sharding.DATA), p.mesh.devices.size]
+            for s, p in zip(jax.tree.leaves(shapes), placed, strict=True)
+        ]
+        return real(config, init, loss_fn, sample_batch, eval_fn, **kwargs)
+
+    training.train_seeds = recording  # what every experiment's `main` calls
+    info = {"results": {}, "placed": {}}
+    for name in MESH_RUNS:
+        module, config = mesh_config(name, Path(out) / name, 0)
+        info["results"][name] = training.json_safe(module.main(config))
+        info["placed"][name] = seen[config.out_dir]
+    training.train_seeds = real
+    (Path(out) / "mesh.json").write_text(json.dumps(info))
+
+
+def mesh_sharding_answers() -> dict:
+    """In the 8-device subprocess: `mesh_sharding`'s mesh size (or error) per mesh_data."""
+    answers = {}
+    for mesh_data, batch in ((1, MESH_B), (2, MESH_B), (9, MESH_B), (0, 12)):
+        config = types.SimpleNamespace(mesh_data=mesh_data, batch_size=batch)
+        try:
+            placed = training.mesh_sharding(config, lambda k, s, b=batch: jnp.zeros((5, b, 2)), 1)
+            answers[f"{mesh_data}/{batch}"] = placed and placed.mesh.devices.size
+        except ValueError as error:
+            answers[f"{mesh_data}/{batch}"] = str(error)
+    return answers
+
+
+@pytest.fixture(scope="module")
+def mesh_runs(tmp_path_factory):
+    """`mesh_experiments_run` on 8 devices; meanwhile the same runs here with mesh_data=1."""
+    out = tmp_path_factory.mktemp("mesh")
+    root = Path(__file__).parents[1]
+    code = (
+        f"import sys; sys.path[:0] = [{str(root)!r}, {str(Path(__file__).parent)!r}]\n"
+        f"import test_sharding; test_sharding.mesh_experiments_run({str(out)!r})\n"
+    )
+    env = _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
+    with subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True) as child:  # fmt: skip
+        single = {}
+        for name in MESH_RUNS:
+            module, config = mesh_config(name, out / f"{name}_one", 1)
+            single[name] = training.json_safe(module.main(config))
+        _, stderr = child.communicate(timeout=300)
+    assert child.returncode == 0, stderr[-3000:]
+    return json.loads((out / "mesh.json").read_text()), single
+
+
+@pytest.mark.slow  # 4 experiment runs, each compiling ~4 programs: ~1 min on 2 shared cores
+@pytest.mark.parametrize("name", list(MESH_RUNS))
+def test_experiment_on_8_devices_matches_mesh_data_1(mesh_runs, name):
+    """`main` with the batch split over 8 devices reports what one device reports."""
+    eight, single = mesh_runs
+    _, axes = MESH_RUNS[name]
+    placed = eight["placed"][name]
+    assert [axis for _, axis, _ in placed] == axes  # "data" on each leaf's batch axis
+    assert all(shape[axis] == MESH_B and size == DEVICES for shape, axis, size in placed)
+    sharded = eight["results"][name]
+    assert set(sharded) == set(single[name])
+    numbers = [k for k, v in single[name].items() if k not in TIMING and not isinstance(v, str)]
+    assert "final_train_loss" in numbers and len(numbers) > 3
+    for key in numbers:
+        np.testing.assert_allclose(sharded[key], single[name][key], atol=1e-5, rtol=0, err_msg=key)
+
+
+def test_mesh_sharding_follows_mesh_data(eight):
+    answers = eight[1]["mesh_sharding"]  # mesh_data/batch_size -> mesh size or error
+    assert answers[f"1/{MESH_B}"] is None  # one device: no mesh, no constraint
+    assert answers[f"2/{MESH_B}"] == 2  # the first 2 of the 8 devices
+    assert "mesh_data must be <= the number of devices (8), got 9" in answers[f"9/{MESH_B}"]
+    message = answers["0/12"]
+    assert "mesh_data=0 (8 devices)" in message and "batch_size=12" in message
+    assert "batch size 12" in message and "--mesh_data=1" in message
+
+
+@pytest.mark.parametrize("value", [-1, True, 1.5])
+def test_check_config_rejects_a_bad_mesh_data(value):
+    config = dataclasses.replace(mesh_config("adding", "unused", 0)[1], mesh_data=value)
+    with pytest.raises(ValueError, match=r"mesh_data must be an int >= 0 \(0: all devices\), got"):
+        training.check_config(config)
+
+
+def test_mesh_sharding_on_one_device():
+    _, config = mesh_config("adding", "unused", 0)
+    xs_only = lambda key, step: jnp.zeros((5, MESH_B, 2))  # noqa: E731
+    assert training.mesh_sharding(config, xs_only, 1) is None  # all devices: 1
+    assert training.mesh_sharding(dataclasses.replace(config, mesh_data=1), xs_only, 1) is None
+    with pytest.raises(
+        ValueError, match=r"mesh_data must be <= the number of devices \(1\), got 2"
+    ):
+        training.mesh_sharding(dataclasses.replace(config, mesh_data=2), xs_only, 1)
+
+
+@pytest.mark.parametrize(("distributed", "answers", "calls"),
+                         [(False, [], []), (True, [True], [False]),
+                          (True, [False, True], [False, True])])  # fmt: skip
+def test_join_distributed(monkeypatch, distributed, answers, calls):
+    """`--distributed=True`: the environment's coordinator, else JAX's auto-detection."""
+    seen, answers = [], list(answers)
+
+    def initialize(*, auto=False):
+        seen.append(auto)
+        return answers.pop(0)
+
+    monkeypatch.setattr(sharding, "initialize", initialize)
+    config = dataclasses.replace(mesh_config("adding", "unused", 0)[1], distributed=distributed)
+    assert training.join_distributed(config) is bool(calls)
+    assert seen == calls
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_takes_the_mesh_flags(name):
+    module = importlib.import_module(f"experiments.{name}")
+    assert (module.Config().mesh_data, module.Config().distributed) == (0, False)
+    config = cli.parse(module.Config, ["--mesh_data=2", "--distributed=True"])
+    assert (config.mesh_data, config.distributed) == (2, True)
+    source = inspect.getsource(module)
+    assert "training.join_distributed(config)" in source.split('if __name__ == "__main__":')[1]
+    assert "training.mesh_sharding(config, " in source

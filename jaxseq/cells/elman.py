@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 
 from jaxseq import _checks, initializers
 from jaxseq.cells import _common
-from jaxseq.types import Cell, Initializer, PRNGKey
+from jaxseq.types import Cell, Initializer, PRNGKey, RecurrentMatmul
 
 
 class ElmanParams(NamedTuple):
@@ -27,6 +27,7 @@ def elman(
     w_h_init: Initializer = initializers.orthogonal(),
     b_init: Initializer = initializers.zeros,
     dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     """The Elman / vanilla RNN cell.
 
@@ -42,6 +43,11 @@ def elman(
       w_h_init: initialiser of U `[H, H]` (default orthogonal).
       b_init: initialiser of b `[H]` (default zeros).
       dtype: parameter dtype.
+      compute_dtype: dtype of the matrix products (None: the parameter dtype).
+        With `jnp.bfloat16` and float32 params, the input projection and the
+        recurrent product take bfloat16 operands and accumulate in float32;
+        params, the carry, the nonlinearities and the state update stay float32
+        (see "Mixed precision" in README).
 
     Returns:
       A `Cell` with params `ElmanParams(w_x, w_h, b)`.
@@ -60,9 +66,10 @@ def elman(
             b=b_init(k_b, (hidden_size,), dtype),
         )
 
-    def recur(params: ElmanParams, h_tm1: jax.Array, xp_t: jax.Array):
-        h_t = f(xp_t + h_tm1 @ params.w_h)
+    def combine(params: ElmanParams, h_tm1: jax.Array, xp_t: jax.Array, hp_t: jax.Array):
+        h_t = f(xp_t + hp_t)  # hp_t = h_{t-1} @ w_h
         return h_t, h_t
 
+    recurrent = RecurrentMatmul(weight=_common.weight_h, state=lambda h: h, combine=combine)
     name = f"elman(hidden_size={hidden_size}, activation={activation!r})"
-    return _common.make_cell(name, hidden_size, init, recur)
+    return _common.make_cell(name, hidden_size, init, recurrent, compute_dtype=compute_dtype)

@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 
 from jaxseq import _checks, initializers
 from jaxseq.cells import _common
-from jaxseq.types import Cell, Initializer, PRNGKey
+from jaxseq.types import Cell, Initializer, PRNGKey, RecurrentMatmul
 
 
 class GRUParams(NamedTuple):
@@ -35,6 +35,7 @@ def gru(
     w_h_init: Initializer = initializers.orthogonal(),
     b_init: Initializer = initializers.zeros,
     dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     """Gated recurrent unit.
 
@@ -60,6 +61,11 @@ def gru(
       w_h_init: initialiser of each U block `[H, H]` (default orthogonal per gate).
       b_init: initialiser of each bias block `[H]`, and of `b_hn` (default zeros).
       dtype: parameter dtype.
+      compute_dtype: dtype of the matrix products (None: the parameter dtype).
+        With `jnp.bfloat16` and float32 params, the input projection and the
+        recurrent product take bfloat16 operands and accumulate in float32;
+        params, the carry, the nonlinearities and the state update stay float32
+        (see "Mixed precision" in README).
 
     Returns:
       A `Cell` with params `GRUParams(w_x, w_h, b, b_hn)`.
@@ -68,6 +74,7 @@ def gru(
       Cho et al. 2014, "Learning phrase representations using RNN encoder-decoder";
       Chung et al. 2014, "Empirical evaluation of gated recurrent neural networks".
     """
+    compute_dtype = _checks.check_compute_dtype(compute_dtype)
     sigma = _common.activation("gate_activation", gate_activation)
     phi = _common.activation("activation", activation)
     gates = ("r", "z", "n") if reset_gate else ("z", "n")
@@ -85,20 +92,32 @@ def gru(
             b_hn=b_init(k_bh, (hidden,), dtype) if has_b_hn else None,
         )
 
-    def recur(params: GRUParams, h_tm1: jax.Array, xp_t: jax.Array):
-        x = dict(zip(gates, _common.split(xp_t, k)))
-        if reset_gate and not reset_after:
-            hr, hz = _common.split(h_tm1 @ params.w_h[:, : 2 * hidden], 2)
-            r = sigma(x["r"] + hr)
-            hn = (r * h_tm1) @ params.w_h[:, 2 * hidden :]
-        else:
-            h = dict(zip(gates, _common.split(h_tm1 @ params.w_h, k)))
-            hz = h["z"]
-            hn = h["n"]
-            if reset_gate:
-                hn = sigma(x["r"] + h["r"]) * (hn + _common.broadcast(params.b_hn, hn))
+    def update(x: dict, h_tm1: jax.Array, hz: jax.Array, hn: jax.Array):
         z = sigma(x["z"] + hz)
         n = phi(x["n"] + hn)
+        h_t = (1.0 - z) * n + z * h_tm1
+        return h_t, h_t
+
+    def recur(params: GRUParams, h_tm1: jax.Array, xp_t: jax.Array):
+        """reset_after=False: the second matmul depends on r_t, so no `RecurrentMatmul`."""
+        x = dict(zip(gates, _common.split(xp_t, k)))
+        hr, hz = _common.split(_common.dot(h_tm1, params.w_h[:, : 2 * hidden], compute_dtype), 2)
+        r = sigma(x["r"] + hr)
+        hn = _common.dot(r * h_tm1, params.w_h[:, 2 * hidden :], compute_dtype)
+        return update(x, h_tm1, hz, hn)
+
+    def combine(params: GRUParams, h_tm1: jax.Array, xp_t: jax.Array, hp_t: jax.Array):
+        # hp_t = h_{t-1} @ w_h. σ over the (r, z) blocks at once, then split: on CPU,
+        # XLA vectorises an activation of one contiguous block but not one per slice
+        gated = k - 1
+        x_n, h_n = xp_t[..., gated * hidden :], hp_t[..., gated * hidden :]
+        gate = _common.split(
+            sigma(xp_t[..., : gated * hidden] + hp_t[..., : gated * hidden]), gated
+        )
+        z = gate[-1]
+        if reset_gate:
+            h_n = gate[0] * (h_n + _common.broadcast(params.b_hn, h_n))
+        n = phi(x_n + h_n)
         h_t = (1.0 - z) * n + z * h_tm1
         return h_t, h_t
 
@@ -106,4 +125,7 @@ def gru(
         f"gru(hidden_size={hidden_size}, reset_after={reset_after}, reset_gate={reset_gate}, "
         f"gate_activation={gate_activation!r}, activation={activation!r})"
     )
-    return _common.make_cell(name, hidden_size, init, recur)
+    if reset_gate and not reset_after:
+        return _common.make_cell(name, hidden_size, init, recur, compute_dtype=compute_dtype)
+    recurrent = RecurrentMatmul(weight=_common.weight_h, state=lambda h: h, combine=combine)
+    return _common.make_cell(name, hidden_size, init, recurrent, compute_dtype=compute_dtype)

@@ -117,6 +117,7 @@ def lru(
     c_init: Initializer = _normal(1.0),
     d_init: Initializer = _normal(1.0),
     dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     """Linear recurrent unit with a complex diagonal state.
 
@@ -142,6 +143,10 @@ def lru(
       c_init: initialiser of C_re and C_im `[N, H]`.
       d_init: initialiser of D `[in, H]`.
       dtype: parameter dtype (real; the state is complex of matching precision).
+      compute_dtype: dtype of the dense products x B, x D and s C (None: the
+        parameter dtype); with `jnp.bfloat16` they take bfloat16 operands and
+        accumulate in float32. λ, γ and the complex diagonal recurrence always
+        run in the parameter dtype.
 
     Returns:
       A `Cell` with params `LRUParams`, carry `LRUCarry` and a `LinearRecurrence`.
@@ -154,6 +159,7 @@ def lru(
     state_size = hidden_size if state_size is None else state_size
     _checks.check_positive_int("state_size", state_size)
     _check_ring(r_min, r_max, max_phase)
+    compute_dtype = _checks.check_compute_dtype(compute_dtype)
     n = state_size
 
     def init(key: PRNGKey, input_size: int) -> LRUParams:
@@ -177,14 +183,18 @@ def lru(
         zeros = jnp.zeros((*batch_shape, params.nu_log.shape[0]), params.nu_log.dtype)
         return LRUCarry(re=zeros, im=zeros)
 
+    def dot(a: jax.Array, w: jax.Array) -> jax.Array:
+        return _common.dot(a, w, compute_dtype)
+
     def project(params: LRUParams, x: jax.Array) -> jax.Array:
+        x = x.astype(params.b_re.dtype)
         gamma = jnp.exp(params.gamma_log)
-        bx_re, bx_im = x @ params.b_re, x @ params.b_im
+        bx_re, bx_im = dot(x, params.b_re), dot(x, params.b_im)
         gamma = _common.broadcast(gamma, bx_re)
-        return jnp.concatenate([gamma * bx_re, gamma * bx_im, x @ params.d], axis=-1)
+        return jnp.concatenate([gamma * bx_re, gamma * bx_im, dot(x, params.d)], axis=-1)
 
     def output(params: LRUParams, re: jax.Array, im: jax.Array, xp: jax.Array) -> jax.Array:
-        return re @ params.c_re - im @ params.c_im + xp[..., 2 * n :]
+        return dot(re, params.c_re) - dot(im, params.c_im) + xp[..., 2 * n :]
 
     def readout(params: LRUParams, s: jax.Array, xp: jax.Array):
         re, im = jnp.real(s), jnp.imag(s)
@@ -214,7 +224,7 @@ def lru(
         f"r_max={r_max}, max_phase={max_phase:.4g})"
     )
     return Cell(
-        name=name,
+        name=_common.named(name, compute_dtype),
         hidden_size=hidden_size,
         init=init,
         initial_carry=initial_carry,

@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 
 from jaxseq import _checks, initializers
 from jaxseq.cells import _common
-from jaxseq.types import Cell, Initializer, PRNGKey
+from jaxseq.types import Cell, Initializer, PRNGKey, RecurrentMatmul
 
 
 class LSTMParams(NamedTuple):
@@ -44,6 +44,7 @@ def lstm(
     b_init: Initializer = initializers.zeros,
     peephole_init: Initializer = initializers.zeros,
     dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     """Long short-term memory cell.
 
@@ -78,6 +79,11 @@ def lstm(
       b_init: initialiser of each bias block `[H]` (default zeros).
       peephole_init: initialiser of the peephole weights `[3, H]` (default zeros).
       dtype: parameter dtype.
+      compute_dtype: dtype of the matrix products (None: the parameter dtype).
+        With `jnp.bfloat16` and float32 params, the input projection and the
+        recurrent product take bfloat16 operands and accumulate in float32;
+        params, the carry (h, C), the gates and the additive update of C stay
+        float32 (see "Mixed precision" in README).
 
     Returns:
       A `Cell` with params `LSTMParams` and carry `LSTMCarry(h, c)`.
@@ -116,27 +122,33 @@ def lstm(
         h = _common.zero_state(params, batch_shape)
         return LSTMCarry(h=h, c=h)
 
-    def recur(params: LSTMParams, carry: LSTMCarry, xp_t: jax.Array):
-        pre = dict(zip(gates, _common.split(xp_t + carry.h @ params.w_h, k)))
-        if peephole:
-            pre["i"] = pre["i"] + _common.broadcast(params.w_peep[0], carry.c) * carry.c
-            if has_f:
-                pre["f"] = pre["f"] + _common.broadcast(params.w_peep[1], carry.c) * carry.c
-        i = sigma(pre["i"])
+    def combine(params: LSTMParams, carry: LSTMCarry, xp_t: jax.Array, hp_t: jax.Array):
+        z = xp_t + hp_t  # hp_t = h_{t-1} @ w_h
+        if peephole:  # i and f peek at C_{t-1}
+            peep = _common.broadcast(params.w_peep, carry.c[..., None, :]) * carry.c[..., None, :]
+            blocks = [peep[..., 0, :]] + [peep[..., 1, :]] * has_f + [jnp.zeros_like(carry.c)] * 2
+            z = z + jnp.concatenate(blocks, axis=-1)
+        # σ over all gate blocks at once, then split: on CPU, XLA vectorises an
+        # activation of one contiguous block but not one per slice (2× per step)
+        gate = dict(zip(gates, _common.split(sigma(z), k)))
+        pre = dict(zip(gates, _common.split(z, k)))
+        i = gate["i"]
         if has_f:
-            f = sigma(pre["f"])
+            f = gate["f"]
         elif coupled:
             f = 1.0 - i
         else:
             f = 1.0
         c_t = f * carry.c + i * phi(pre["g"])
-        if peephole:
-            pre["o"] = pre["o"] + _common.broadcast(params.w_peep[2], c_t) * c_t
-        h_t = sigma(pre["o"]) * phi(c_t)
+        o = gate["o"]
+        if peephole:  # o peeks at C_t
+            o = sigma(pre["o"] + _common.broadcast(params.w_peep[2], c_t) * c_t)
+        h_t = o * phi(c_t)
         return LSTMCarry(h=h_t, c=c_t), h_t
 
     name = (
         f"lstm(hidden_size={hidden_size}, peephole={peephole}, forget_gate={forget_gate}, "
         f"coupled={coupled}, gate_activation={gate_activation!r}, activation={activation!r})"
     )
-    return _common.make_cell(name, hidden_size, init, recur, initial_carry)
+    recurrent = RecurrentMatmul(weight=_common.weight_h, state=lambda c: c.h, combine=combine)
+    return _common.make_cell(name, hidden_size, init, recurrent, initial_carry, compute_dtype)

@@ -47,9 +47,11 @@ def _make(
     b_init: Initializer,
     dtype,
     params_type: type,
+    compute_dtype,
 ) -> Cell:
     """A `Cell` for `h_t = a_t ⊙ h_{t-1} + b_t` with `(a, b) = coefficients(xp)`."""
     _checks.check_positive_int("hidden_size", hidden_size)
+    compute_dtype = _checks.check_compute_dtype(compute_dtype)
 
     def init(key: PRNGKey, input_size: int):
         _checks.check_positive_int("input_size", input_size)
@@ -73,11 +75,11 @@ def _make(
         readout=lambda params, h, xp: (h, h),
     )
     return Cell(
-        name=name,
+        name=_common.named(name, compute_dtype),
         hidden_size=hidden_size,
         init=init,
         initial_carry=initial_carry,
-        project=_common.project,
+        project=_common.projection(compute_dtype),
         recur=recur,
         input_size=_common.input_size,
         linear=linear,
@@ -90,6 +92,7 @@ def mingru(
     w_x_init: Initializer = initializers.glorot_uniform(),
     b_init: Initializer = initializers.zeros,
     dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     """minGRU: a GRU whose gates see only the input.
 
@@ -105,6 +108,9 @@ def mingru(
       w_x_init: initialiser of each W block `[in, H]` (default Glorot uniform).
       b_init: initialiser of each bias block `[H]` (default zeros).
       dtype: parameter dtype.
+      compute_dtype: dtype of the input projection's product (None: the
+        parameter dtype); with `jnp.bfloat16` it takes bfloat16 operands and
+        accumulates in float32, while params, gates and the state stay float32.
 
     Returns:
       A `Cell` with params `MinGRUParams(w_x, b)` and a `LinearRecurrence`.
@@ -119,7 +125,9 @@ def mingru(
         return 1.0 - z, z * candidate
 
     name = f"mingru(hidden_size={hidden_size})"
-    return _make(name, hidden_size, 2, coefficients, w_x_init, b_init, dtype, MinGRUParams)
+    return _make(
+        name, hidden_size, 2, coefficients, w_x_init, b_init, dtype, MinGRUParams, compute_dtype
+    )
 
 
 def minlstm(
@@ -128,6 +136,7 @@ def minlstm(
     w_x_init: Initializer = initializers.glorot_uniform(),
     b_init: Initializer = initializers.zeros,
     dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     """minLSTM: normalised forget and input gates that see only the input.
 
@@ -145,6 +154,9 @@ def minlstm(
       w_x_init: initialiser of each W block `[in, H]` (default Glorot uniform).
       b_init: initialiser of each bias block `[H]` (default zeros).
       dtype: parameter dtype.
+      compute_dtype: dtype of the input projection's product (None: the
+        parameter dtype); with `jnp.bfloat16` it takes bfloat16 operands and
+        accumulates in float32, while params, gates and the state stay float32.
 
     Returns:
       A `Cell` with params `MinLSTMParams(w_x, b)` and a `LinearRecurrence`.
@@ -160,4 +172,6 @@ def minlstm(
         return f / total, (i / total) * candidate
 
     name = f"minlstm(hidden_size={hidden_size})"
-    return _make(name, hidden_size, 3, coefficients, w_x_init, b_init, dtype, MinLSTMParams)
+    return _make(
+        name, hidden_size, 3, coefficients, w_x_init, b_init, dtype, MinLSTMParams, compute_dtype
+    )

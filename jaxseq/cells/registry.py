@@ -58,7 +58,8 @@ def by_name(name: str, hidden_size: int, **overrides: Any) -> Cell:
     Args:
       name: a preset name, e.g. `"lstm"`, `"irnn"`, `"gru_no_reset"`.
       hidden_size: width of the state.
-      **overrides: keyword arguments passed to the factory over the preset's.
+      **overrides: keyword arguments passed to the factory over the preset's,
+        e.g. `compute_dtype=jnp.bfloat16` (every cell accepts it).
 
     Returns:
       The `Cell`.

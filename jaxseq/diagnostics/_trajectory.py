@@ -75,7 +75,9 @@ def trajectory(cell: Cell, params: Params, xs: jax.Array, carry: Carry) -> tuple
         carry_t, _ = cell.recur(params, carry_tm1, xp_t)
         return carry_t, flatten(carry_t)
 
-    emitting = cell._replace(name=f"trajectory({cell.name})", recur=recur, linear=None)
+    emitting = cell._replace(
+        name=f"trajectory({cell.name})", recur=recur, linear=None, recurrent=None
+    )
     _, after = unroll(emitting, params, xs, carry)
     before = jnp.concatenate([flatten(carry)[None], after[:-1]], axis=0)
     return before[: xs.shape[0]], after
@@ -126,6 +128,7 @@ def probed(cell: Cell) -> Cell:
         recur=recur,
         input_size=lambda params: cell.input_size(params) + sum(sizes(params)),
         linear=None,
+        recurrent=None,
     )
 
 

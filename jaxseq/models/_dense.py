@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from jaxseq import _checks, initializers
-from jaxseq.cells import ACTIVATIONS
+from jaxseq.cells import ACTIVATIONS, _common
 from jaxseq.types import Initializer, PRNGKey
 
 Activation = Callable[[jax.Array], jax.Array]
@@ -56,13 +56,25 @@ def dense(
     return DenseParams(w=w_init(k_w, (in_size, out_size), dtype), b=b_init(k_b, (out_size,), dtype))
 
 
-def dense_apply(params: DenseParams, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
-    """`x @ w + b` on the last axis of `x: [..., in]`; returns `[..., out]`."""
+def dense_apply(
+    params: DenseParams, x: Float[Array, "... in"], compute_dtype=None
+) -> Float[Array, "... out"]:
+    """`x @ w + b` on the last axis of `x: [..., in]`; returns `[..., out]`.
+
+    Args:
+      params: `DenseParams(w, b)`.
+      x: `[..., in]`, any floating dtype (cast to the parameter dtype).
+      compute_dtype: None (the product in the parameter dtype), or e.g.
+        `jnp.bfloat16`: bfloat16 operands, float32 accumulation and result
+        (as the cells' `compute_dtype`).
+    """
     if x.ndim < 1 or x.shape[-1] != params.w.shape[0]:
         raise ValueError(
             f"dense input must have shape [..., {params.w.shape[0]}], got {tuple(x.shape)}"
         )
-    y = x @ params.w
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"dense input must have a floating dtype, got {x.dtype}")
+    y = _common.dot(x.astype(params.w.dtype), params.w, compute_dtype)
     return y + params.b.reshape((1,) * (y.ndim - 1) + params.b.shape)
 
 

@@ -24,7 +24,12 @@ def _last_states(layer: Layer, ys: jax.Array, lengths: jax.Array) -> jax.Array:
 
 
 def classifier(
-    layer: Layer, num_classes: int, *, pooling: str = "last", dropout: float = 0.0
+    layer: Layer,
+    num_classes: int,
+    *,
+    pooling: str = "last",
+    dropout: float = 0.0,
+    compute_dtype=None,
 ) -> _sequence.Model:
     """A sequence classifier (many-to-one): RNN → pool over time → dense readout.
 
@@ -49,6 +54,9 @@ def classifier(
       num_classes: C, the width of the readout.
       pooling: "last", "mean" or "max".
       dropout: dropout rate on the pooled features (only when `apply` gets a key).
+      compute_dtype: dtype of the readout's matrix product (None: the parameter
+        dtype; `jnp.bfloat16`: bfloat16 operands, float32 accumulation and
+        logits). The layer's precision is its cell's own `compute_dtype`.
 
     Returns:
       A `Model`; params `{"rnn": layer params, "readout": DenseParams}`.
@@ -57,6 +65,7 @@ def classifier(
     _checks.check_positive_int("num_classes", num_classes)
     _checks.check_option("pooling", pooling, _sequence.POOLINGS)
     _dense.check_rate("dropout", dropout)
+    compute_dtype = _checks.check_compute_dtype(compute_dtype)
 
     def init(key: PRNGKey, input_size: int) -> dict:
         k_rnn, k_out = jax.random.split(key)
@@ -80,6 +89,7 @@ def classifier(
             pooled = _last_states(layer, ys, full)
         else:
             pooled = _sequence.pool(ys, full, pooling)
-        return _dense.dense_apply(params["readout"], _dense.dropout(k_drop, dropout, pooled))
+        pooled = _dense.dropout(k_drop, dropout, pooled)
+        return _dense.dense_apply(params["readout"], pooled, compute_dtype)
 
     return _sequence.Model(init, apply)

@@ -13,7 +13,9 @@ from jaxseq.models import _dense, _sequence
 from jaxseq.types import Carry, PRNGKey
 
 
-def tagger(layer: Layer, output_size: int, *, dropout: float = 0.0) -> _sequence.Model:
+def tagger(
+    layer: Layer, output_size: int, *, dropout: float = 0.0, compute_dtype=None
+) -> _sequence.Model:
     """A sequence tagger (many-to-many): a dense readout of the RNN output at every step.
 
         ys, _ = layer(xs)                           # [T, *batch, D·H]
@@ -27,6 +29,9 @@ def tagger(layer: Layer, output_size: int, *, dropout: float = 0.0) -> _sequence
         the whole sequence).
       output_size: O, classes or regression targets per step.
       dropout: dropout rate on the RNN outputs (only when `apply` gets a key).
+      compute_dtype: dtype of the readout's matrix product (None: the parameter
+        dtype; `jnp.bfloat16`: bfloat16 operands, float32 accumulation and
+        logits). The layer's precision is its cell's own `compute_dtype`.
 
     Returns:
       A `Model`; params `{"rnn": layer params, "readout": DenseParams}`.
@@ -34,6 +39,7 @@ def tagger(layer: Layer, output_size: int, *, dropout: float = 0.0) -> _sequence
     _sequence.check_layer("layer", layer)
     _checks.check_positive_int("output_size", output_size)
     _dense.check_rate("dropout", dropout)
+    compute_dtype = _checks.check_compute_dtype(compute_dtype)
 
     def init(key: PRNGKey, input_size: int) -> dict:
         k_rnn, k_out = jax.random.split(key)
@@ -53,7 +59,9 @@ def tagger(layer: Layer, output_size: int, *, dropout: float = 0.0) -> _sequence
         full = _sequence.lengths_or_full(lengths, xs.shape[0], tuple(xs.shape[1:-1]))
         k_rnn, k_drop = _sequence.split_key(key, 2)
         ys, _ = layer.apply(params["rnn"], xs, lengths=lengths, key=k_rnn)
-        out = _dense.dense_apply(params["readout"], _dense.dropout(k_drop, dropout, ys))
+        out = _dense.dense_apply(
+            params["readout"], _dense.dropout(k_drop, dropout, ys), compute_dtype
+        )
         return _sequence.zero_pads(out, _sequence.time_mask(full, xs.shape[0]))
 
     return _sequence.Model(init, apply)
@@ -73,7 +81,12 @@ def _check_temperature(temperature: Any) -> None:
 
 
 def language_model(
-    layer: Layer, vocab_size: int, *, embed_size: int | None = None, dropout: float = 0.0
+    layer: Layer,
+    vocab_size: int,
+    *,
+    embed_size: int | None = None,
+    dropout: float = 0.0,
+    compute_dtype=None,
 ) -> LanguageModel:
     """A recurrent language model: p(x_{t+1} | x_{≤t}) = softmax(h_t W + b).
 
@@ -100,6 +113,9 @@ def language_model(
       embed_size: width of a learned embedding table `[V, embed_size]` (N(0, 1)
         init); None feeds one-hot vectors (the layer's input size is then V).
       dropout: dropout rate on the RNN outputs (only when `apply` gets a key).
+      compute_dtype: dtype of the readout's matrix product (None: the parameter
+        dtype; `jnp.bfloat16`: bfloat16 operands, float32 accumulation and
+        logits). The layer's precision is its cell's own `compute_dtype`.
 
     Returns:
       A `LanguageModel(init, apply, sample)`; `init(key) -> params` with params
@@ -112,6 +128,7 @@ def language_model(
     if embed_size is not None:
         _checks.check_positive_int("embed_size", embed_size)
     _dense.check_rate("dropout", dropout)
+    compute_dtype = _checks.check_compute_dtype(compute_dtype)
 
     def init(key: PRNGKey) -> dict:
         k_embed, k_rnn, k_out = jax.random.split(key, 3)
@@ -127,7 +144,8 @@ def language_model(
         xs = _sequence.embed(params.get("embed"), tokens, vocab_size)
         k_rnn, k_drop = _sequence.split_key(key, 2)
         ys, final = layer.apply(params["rnn"], xs, carry, lengths=lengths, key=k_rnn)
-        return _dense.dense_apply(params["readout"], _dense.dropout(k_drop, dropout, ys)), final
+        ys = _dense.dropout(k_drop, dropout, ys)
+        return _dense.dense_apply(params["readout"], ys, compute_dtype), final
 
     def apply(
         params: dict,
@@ -169,7 +187,7 @@ def language_model(
             carry, token = state
             x_t = _sequence.embed(params.get("embed"), token, vocab_size)
             carry, y_t = _sequence.step_layer(layer, params["rnn"], carry, x_t)
-            token = pick(t, _dense.dense_apply(params["readout"], y_t))
+            token = pick(t, _dense.dense_apply(params["readout"], y_t, compute_dtype))
             return (carry, token), token
 
         logits, carry = run(params, prompt, None, None, None)

@@ -14,6 +14,9 @@ std over seeds.
 from jaxseq.training.checkpoint import load_checkpoint
 from jaxseq.training.experiment import (
     check_config,
+    join_distributed,
+    mesh_sharding,
+    place_state,
     run_summary,
     seed_keys,
     seed_results,
@@ -33,10 +36,13 @@ __all__ = [
     "evaluate",
     "fit",
     "init_state",
+    "join_distributed",
     "json_safe",
     "load_checkpoint",
     "make_optimizer",
     "make_train_step",
+    "mesh_sharding",
+    "place_state",
     "run_summary",
     "seed_keys",
     "seed_results",

@@ -25,6 +25,17 @@ Common config fields (all required by `train_seeds`):
   tensorboard: bool       also write TensorBoard event files
   out_dir: str            config.json, metrics.jsonl, checkpoints/, results.json
 Optional: weight_decay: float (default 0; decoupled for adamw, L2 otherwise).
+
+Mesh fields (every experiment has them; `check_config` checks `mesh_data`):
+  mesh_data: int          devices on the mesh's data axis (0: all; 1: no mesh)
+  distributed: bool       join a multi-host run first (`join_distributed`)
+so that `main` passes `batch_sharding=training.mesh_sharding(config, sample_batch, axes)`
+to `train_seeds` (or `fit`) and the script ends with
+
+    if __name__ == "__main__":
+        config = cli.parse(Config)
+        training.join_distributed(config)  # --distributed=True: before any other JAX call
+        main(config)
 """
 
 import dataclasses
@@ -62,7 +73,7 @@ COMMON_FIELDS = (
 
 
 def check_config(config: Any, **positive: Any) -> None:
-    """Rejects bad values of the common fields (and of `positive` ones) by name.
+    """Rejects bad values of the common fields, `mesh_data` (if any) and `positive` ones, by name.
 
     Args:
       config: an experiment's frozen dataclass config with the common fields.
@@ -96,6 +107,90 @@ def check_config(config: Any, **positive: Any) -> None:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
     if config.schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    mesh_data = getattr(config, "mesh_data", 0)  # optional field
+    if isinstance(mesh_data, bool) or not isinstance(mesh_data, int) or mesh_data < 0:
+        raise ValueError(f"mesh_data must be an int >= 0 (0: all devices), got {mesh_data!r}")
+
+
+def mesh_sharding(config: Any, sample_batch: Callable, axes: Any, *, data: Any = None) -> Any:
+    """The `batch_sharding` for `train_seeds` / `fit` that `config.mesh_data` asks for.
+
+    The mesh holds the first `mesh_data` devices (0: all of them, every process's)
+    on its "data" axis; each batch leaf is split along its batch axis over them, and
+    the train step computes each slice on its own device (the gradient is averaged
+    by XLA's all-reduce, so the numbers match one device up to float rounding).
+
+    Args:
+      config: the experiment's config with `mesh_data` (and `batch_size`).
+      sample_batch: `(key, step) -> batch` for one seed, or `(key, step, data) -> batch`
+        when `data` is given; only its output shapes are read (`jax.eval_shape`).
+      axes: the batch axis of every leaf, an int or a pytree prefix of the batch
+        (e.g. `(1, 0)` for time-major `xs [T, B, F]` and `targets [B]`).
+      data: the `data` argument of `sample_batch`, or None.
+
+    Returns:
+      None when the data axis has one device (`mesh_data=1`, or one device in all),
+      else a pytree of `NamedSharding` shaped like the batch.
+
+    Raises:
+      ValueError: naming `mesh_data` when it exceeds the devices, leaves out devices
+        of a multi-process run, or does not divide a leaf's batch axis.
+    """
+    devices = jax.devices()
+    size = config.mesh_data or len(devices)
+    if size > len(devices):
+        raise ValueError(
+            f"mesh_data must be <= the number of devices ({len(devices)}), got {config.mesh_data}"
+        )
+    if size == 1:
+        return None
+    if size < len(devices) and jax.process_count() > 1:
+        raise ValueError(
+            f"mesh_data must be 0 or {len(devices)} (every device) in a run of "
+            f"{jax.process_count()} processes, got {config.mesh_data}"
+        )
+    mesh = sharding.make_mesh(data=size, devices=devices[:size])
+    args = (jax.random.key(0), np.int32(0)) + (() if data is None else (data,))
+    shapes = jax.eval_shape(sample_batch, *args)
+    try:
+        return sharding.batch_sharding(mesh, shapes, axes)
+    except ValueError as error:
+        raise ValueError(
+            f"mesh_data={config.mesh_data} ({size} devices) cannot split the batch of "
+            f"batch_size={config.batch_size}: {error} (choose a batch_size divisible by "
+            f"{size}, or --mesh_data=1)"
+        ) from None
+
+
+def place_state(state: Any, batch_sharding: Any) -> Any:
+    """`state` replicated over the mesh of `batch_sharding` (unchanged when it is None).
+
+    `fit` with a `batch_sharding` wants its state on the same mesh; `train_seeds`
+    does this itself.
+    """
+    if batch_sharding is None:
+        return state
+    return sharding.replicate(state, jax.tree.leaves(batch_sharding)[0].mesh)
+
+
+def join_distributed(config: Any) -> bool:
+    """With `config.distributed`, joins the multi-process (multi-host) run.
+
+    Call it first in `if __name__ == "__main__":`, before any other JAX call. The
+    coordinator comes from `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and
+    `JAX_PROCESS_ID` (`jaxseq.sharding.initialize`), else from JAX's own cluster
+    detection (Cloud TPU pods, SLURM, Open MPI). Every process then runs the same
+    command; the mesh spans the devices of all of them.
+
+    Args:
+      config: an experiment's config; its optional `distributed` field decides.
+
+    Returns:
+      Whether the distributed runtime was started.
+    """
+    if not getattr(config, "distributed", False):
+        return False
+    return sharding.initialize() or sharding.initialize(auto=True)
 
 
 def seed_keys(config: Any, stream: int) -> jax.Array:
@@ -136,7 +231,7 @@ def train_seeds(
       data: arrays passed to `sample_batch` as a jit argument (see `fit`).
       desc: label of the progress bar.
       batch_sharding: None, or the `NamedSharding` (or a pytree prefix of them) of
-        one seed's batch, e.g. `jaxseq.sharding.batch_sharding(mesh, batch, axes)`;
+        one seed's batch, e.g. from `mesh_sharding(config, sample_batch, axes)`;
         the state is then replicated over its mesh and each device computes its
         slice of every batch (see `fit`).
 
@@ -156,9 +251,7 @@ def train_seeds(
         warmup_steps=config.warmup_steps,
         total_steps=config.steps if config.schedule != "constant" else None,
     )
-    state = init_state(params, optimizer, num_seeds=k)
-    if batch_sharding is not None:
-        state = sharding.replicate(state, jax.tree.leaves(batch_sharding)[0].mesh)
+    state = place_state(init_state(params, optimizer, num_seeds=k), batch_sharding)
     train_step = make_train_step(loss_fn, optimizer, num_seeds=k)
     return fit(
         train_step,

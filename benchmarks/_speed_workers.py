@@ -1,0 +1,315 @@
+"""The measuring half of `benchmarks.speed`: what one worker process runs, and the remat report.
+
+`run_turn` runs inside a worker subprocess (started by `benchmarks.speed`) and
+returns JSON-ready records; only the implementation being measured is imported,
+so a PyTorch worker never loads JAX and a JAX worker never loads PyTorch
+(PERF_NOTES.md, lesson 1). `mib` and `remat_markdown` format for the tables.
+"""
+
+import importlib.metadata
+import os
+import statistics
+import time
+
+GATES = {"lstm": 4, "gru": 3}  # G: fused gate blocks per cell
+
+
+def flops(cell: str, mode: str, shape: tuple[int, int, int, int]) -> float:
+    """Analytic FLOPs of one call: forward 2·T·B·(D+H)·G·H, train step 3× forward."""
+    t, b, d, h = shape
+    forward = 2.0 * t * b * (d + h) * GATES[cell] * h
+    return forward if mode == "forward" else 3.0 * forward
+
+
+def _timed(fn, warmup: int, steps: int) -> dict:
+    """Calls `fn` (which must block until its result is ready) `warmup + steps` times."""
+    start = time.perf_counter()
+    fn()
+    first_call_s = time.perf_counter() - start
+    for _ in range(warmup - 1):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - start))
+    return dict(first_call_s=first_call_s, times_ms=times, median_ms=statistics.median(times))
+
+
+def memory(compiled) -> dict:
+    """Bytes from `compiled.memory_analysis()`; peak = temp + argument + output − alias."""
+    stats = compiled.memory_analysis()
+    fields = ("temp", "argument", "output", "alias")
+    record = {f"{name}_bytes": int(getattr(stats, f"{name}_size_in_bytes")) for name in fields}
+    record["peak_bytes"] = (
+        record["temp_bytes"]
+        + record["argument_bytes"]
+        + record["output_bytes"]
+        - record["alias_bytes"]
+    )
+    # Kept for reference only: on CPU (jax 0.10.2) it equals argument + output bytes and
+    # leaves out the temp buffers, which hold nearly all of a train step's memory.
+    record["xla_peak_memory_in_bytes"] = getattr(stats, "peak_memory_in_bytes", None)
+    return record
+
+
+def _compile(fn, *args):
+    import jax
+
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _jaxseq_model(cell: str, xs, hidden: int, kwargs: dict):
+    import jax
+
+    import jaxseq
+
+    model = jaxseq.lstm(hidden) if cell == "lstm" else jaxseq.gru(hidden)
+    params = model.init(jax.random.key(1), xs.shape[-1])
+    return (lambda p, xs: jaxseq.unroll(model, p, xs, **kwargs)[1]), params
+
+
+def _flax_model(cell: str, xs, hidden: int, kwargs: dict):
+    import flax.linen as nn
+    import jax
+
+    core = nn.OptimizedLSTMCell(hidden) if cell == "lstm" else nn.GRUCell(hidden)
+    model = nn.RNN(core, time_major=True)
+    return model.apply, model.init(jax.random.key(1), xs)
+
+
+def _haiku_model(cell: str, xs, hidden: int, kwargs: dict):
+    import haiku as hk
+    import jax
+
+    def forward(xs):
+        core = hk.LSTM(hidden) if cell == "lstm" else hk.GRU(hidden)
+        state = core.initial_state(xs.shape[1])
+        return hk.dynamic_unroll(core, xs, state, time_major=True)[0]
+
+    model = hk.without_apply_rng(hk.transform(forward))
+    return model.apply, model.init(jax.random.PRNGKey(1), xs)
+
+
+def _equinox_model(cell: str, xs, hidden: int, kwargs: dict):
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    make = eqx.nn.LSTMCell if cell == "lstm" else eqx.nn.GRUCell
+    params, static = eqx.partition(
+        make(xs.shape[-1], hidden, key=jax.random.PRNGKey(1)), eqx.is_array
+    )
+
+    def apply(params, xs):
+        core = jax.vmap(eqx.combine(params, static))  # one example per call, vmapped over B
+        h0 = jnp.zeros((xs.shape[1], hidden), xs.dtype)
+
+        def step(carry, x_t):
+            carry = core(x_t, carry)
+            return carry, carry[0] if cell == "lstm" else carry
+
+        return jax.lax.scan(step, (h0, h0) if cell == "lstm" else h0, xs)[1]
+
+    return apply, params
+
+
+JAX_MODELS = {
+    "jaxseq": _jaxseq_model,
+    "flax": _flax_model,
+    "haiku": _haiku_model,
+    "equinox": _equinox_model,
+}
+
+
+def jax_tasks(impl: str, family: str, cell: str, modes: list[str], shape, options: dict):
+    """Compiles and times each mode of one cell and shape of a JAX implementation.
+
+    `family` picks the builder in `JAX_MODELS`; `options["kwargs"]` go to
+    `jaxseq.unroll` (variants). A TypeError while tracing (e.g. a keyword that
+    `unroll` does not take) skips the task with its message instead of failing.
+
+    Returns:
+      one dict per mode, in the order of `modes`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    t, b, d, h = shape
+    xs = jax.random.normal(jax.random.key(0), (t, b, d))
+    apply, params = JAX_MODELS[family](cell, xs, h, options.get("kwargs", {}))
+    results = []
+    for mode in modes:
+        if mode == "forward":
+            fn = apply
+        else:
+            fn = jax.value_and_grad(lambda p, xs: jnp.sum(apply(p, xs) ** 2))
+        try:
+            compiled, compile_s = _compile(fn, params, xs)
+        except TypeError as error:
+            results.append(dict(skipped=f"unroll rejected {options.get('kwargs')}: {error}"))
+            continue
+        run = lambda c=compiled: jax.block_until_ready(c(params, xs))  # noqa: E731
+        timed = _timed(run, options["warmup"], options["steps"])
+        results.append(dict(compile_s=compile_s, **memory(compiled)) | timed)
+    return results
+
+
+def torch_task(cell: str, mode: str, shape, options: dict) -> dict:
+    """Times PyTorch `nn.LSTM`/`nn.GRU` (forward under `no_grad`; train = forward + backward)."""
+    import torch
+
+    torch.set_num_threads(options["torch_threads"])
+    t, b, d, h = shape
+    torch.manual_seed(0)
+    model = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(d, h)
+    xs = torch.randn(t, b, d)
+
+    def forward():
+        with torch.no_grad():
+            return model(xs)[0]
+
+    def train():
+        model.zero_grad()
+        loss = (model(xs)[0] ** 2).sum()
+        loss.backward()
+        return loss
+
+    run = forward if mode == "forward" else train
+    timed = _timed(run, options["warmup"], options["steps"])
+    return dict(compile_s=None, peak_bytes=None) | timed
+
+
+def matmul(size: int, options: dict) -> dict:
+    """This machine's dense float32 rate: `size`² @ `size`² with JAX, in GFLOP/s."""
+    import jax
+
+    k_a, k_b = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(k_a, (size, size))
+    b = jax.random.normal(k_b, (size, size))
+    compiled, compile_s = _compile(lambda a, b: a @ b, a, b)
+    timed = _timed(
+        lambda: jax.block_until_ready(compiled(a, b)), options["warmup"], options["steps"]
+    )
+    gflops = 2.0 * size**3 / (timed["median_ms"] * 1e6)
+    best = 2.0 * size**3 / (min(timed["times_ms"]) * 1e6)
+    return dict(matmul_size=size, compile_s=compile_s, gflops=gflops, best_gflops=best) | timed
+
+
+def remat_report(shape, options: dict) -> dict:
+    """jaxseq LSTM train step with `remat=False` vs `remat=True`: memory, time, agreement."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxseq
+
+    t, b, d, h = shape
+    cell = jaxseq.lstm(h)
+    params = cell.init(jax.random.key(1), d)
+    xs = jax.random.normal(jax.random.key(0), (t, b, d))
+    record, results = {}, {}
+    for remat in (False, True):
+        loss = lambda p, xs, r=remat: jnp.sum(jaxseq.unroll(cell, p, xs, remat=r)[1] ** 2)  # noqa: E731
+        compiled, compile_s = _compile(jax.value_and_grad(loss), params, xs)
+        results[remat] = jax.device_get(compiled(params, xs))
+        timed = _timed(
+            lambda c=compiled: jax.block_until_ready(c(params, xs)),
+            options["warmup"],
+            options["steps"],
+        )
+        name = "remat" if remat else "default"
+        record[name] = dict(compile_s=compile_s, **memory(compiled)) | timed
+    (loss_a, grads_a), (loss_b, grads_b) = results[False], results[True]
+    diffs = [
+        float(np.max(np.abs(a - b))) for a, b in zip(*map(jax.tree.leaves, (grads_a, grads_b)))
+    ]
+    scales = [float(np.max(np.abs(a))) for a in jax.tree.leaves(grads_a)]
+    return record | dict(
+        peak_ratio=record["default"]["peak_bytes"] / record["remat"]["peak_bytes"],
+        temp_ratio=record["default"]["temp_bytes"] / record["remat"]["temp_bytes"],
+        loss=float(loss_a),
+        loss_abs_diff=float(abs(loss_a - loss_b)),
+        grads_max_abs_diff=max(diffs),
+        grads_max_rel_diff=max(d / max(s, 1e-30) for d, s in zip(diffs, scales)),
+    )
+
+
+def mib(size: int | None) -> str:
+    """Bytes as MiB for the tables ("—" for None)."""
+    if size is None:
+        return "—"
+    return f"{size / 2**20:.1f}" if size >= 2**20 else f"{size / 2**20:.2g}"
+
+
+def remat_markdown(r: dict) -> list[str]:
+    """The remat report as markdown lines: a two-row table and the agreement line."""
+    lines = [
+        "",
+        f"## remat: jaxseq LSTM train step, T = {r['T']}, B = {r['B']}, D = {r['D']}, H = {r['H']}",
+        "",
+        "| remat | peak MiB | temp MiB | median ms | compile s |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("default", "remat"):
+        m = r[name]
+        lines.append(
+            f"| {name == 'remat'} | {mib(m['peak_bytes'])} | {mib(m['temp_bytes'])} "
+            f"| {m['median_ms']:.1f} | {m['compile_s']:.2f} |"
+        )
+    return lines + [
+        "",
+        f"Peak memory default ÷ remat: {r['peak_ratio']:.2f}× (temp bytes only: "
+        f"{r['temp_ratio']:.2f}×). Loss {r['loss']:.6g}; |Δloss| = {r['loss_abs_diff']:.2e}, "
+        f"max |Δgrad| = {r['grads_max_abs_diff']:.2e} (relative to each leaf's max |grad|: "
+        f"{r['grads_max_rel_diff']:.1e}), remat vs default.",
+    ]
+
+
+def run_turn(impl: str, family: str, shape_name: str, shape, args, kwargs: dict) -> list[dict]:
+    """The records of one turn: one implementation, every cell and mode at one shape.
+
+    `impl` "matmul" measures the matmul rate and "remat" makes the remat report
+    (at `args.remat_T` and `args.remat_shape`) instead; `kwargs` go to
+    `jaxseq.unroll` when `family` is "jaxseq".
+    """
+    options = dict(vars(args), kwargs=kwargs)
+    env = environment("jaxseq" if impl == "remat" else family) | dict(impl=impl)
+    if impl == "matmul":
+        return [env | dict(kind="matmul") | matmul(args.matmul_size, options)]
+    if impl == "remat":
+        b, d, h = map(int, args.remat_shape.split(","))
+        report = remat_report((args.remat_T, b, d, h), options)
+        return [env | dict(kind="remat", cell="lstm", T=args.remat_T, B=b, D=d, H=h) | report]
+    records = []
+    modes = [mode for mode in args.modes.split(",") if mode]
+    for cell in [cell for cell in args.cells.split(",") if cell]:
+        if family == "torch":
+            results = [torch_task(cell, mode, shape, options) for mode in modes]
+        else:
+            results = jax_tasks(impl, family, cell, modes, shape, options)
+        for mode, result in zip(modes, results):
+            base = dict(kind="turn", cell=cell, mode=mode, shape=shape_name)
+            base |= dict(zip("TBDH", shape), flops=flops(cell, mode, shape))
+            base["unroll_kwargs"] = repr(kwargs) if family == "jaxseq" else None
+            records.append(env | base | result)
+    return records
+
+
+def environment(family: str) -> dict:
+    """Versions and machine state for the record (the load average shows contention)."""
+    info = dict(loadavg_1min=os.getloadavg()[0], cpus=os.cpu_count())
+    if family == "torch":
+        import torch
+
+        return info | dict(version=torch.__version__, device="cpu", platform="cpu")
+    import jax
+
+    info |= dict(jax=jax.__version__, platform=jax.devices()[0].platform)
+    info |= dict(device=jax.devices()[0].device_kind)
+    package = {"haiku": "dm-haiku", "jaxseq": "jaxseq", "flax": "flax", "equinox": "equinox"}
+    if family in package:
+        info["version"] = importlib.metadata.version(package[family])
+    return info

@@ -1,0 +1,298 @@
+"""One recurrent layer, float32: jaxseq vs Flax, Haiku, Equinox and PyTorch, side by side.
+
+For each cell (LSTM, GRU), mode and shape (T, B, D, H):
+  forward: `ys` for the whole sequence (PyTorch under `torch.no_grad()`);
+  train:   forward + BPTT to every parameter, loss = Σ ys² (value and gradient).
+Implementations: `jaxseq.unroll(jaxseq.lstm(H) / jaxseq.gru(H), params, xs, **kwargs)`
+for each entry of `JAXSEQ_VARIANTS`; Flax `nn.RNN(nn.OptimizedLSTMCell / nn.GRUCell,
+time_major=True)`; Haiku `hk.dynamic_unroll(hk.LSTM / hk.GRU)` and Equinox
+`eqx.nn.LSTMCell / GRUCell` under `lax.scan` + `vmap` (each only where installed);
+PyTorch `nn.LSTM / nn.GRU` on the CPU with `torch.set_num_threads(2)`.
+
+Each implementation runs in its own process, and the processes take turns for
+`--rounds` rounds (PyTorch's spinning OpenMP threads stall a JAX process beside
+them; PERF_NOTES.md, lesson 1); a `matmul` worker takes a turn at the start of
+every round and measures this machine's dense float32 rate (2048² @ 2048², JAX).
+Reported per (cell, mode, shape, impl), over all rounds' timed steps:
+  median and fastest ms per step; compile s: `jax.jit(f).lower(...).compile()`;
+  peak memory: temp + argument + output − alias bytes of
+    `compiled.memory_analysis()` (JAX only; None for PyTorch);
+  GFLOP/s from the analytic count: forward ≈ 2·T·B·(D+H)·G·H (G = 4 for LSTM,
+    3 for GRU; elementwise work ignored), train step ≈ 3× forward;
+  % of the matmul rate measured in the same run;
+  speedup vs the fastest anchor (the fastest non-jaxseq implementation in the
+    same run): its median ÷ this median, so > 1 means faster than every anchor.
+`--remat_T=N` adds a report on the jaxseq LSTM train step at T = N
+(`--remat_shape` B,D,H): `remat=False` (unroll's default BPTT) vs `remat=True`,
+peak memory of each, the ratio, and the max |Δ| of the loss and of the gradients.
+
+    .venv/bin/python -m benchmarks.speed                                # A–D, 2 rounds
+    .venv/bin/python -m benchmarks.speed --shapes=A,B,C,D --rounds=3 --steps=10
+    .venv/bin/python -m benchmarks.speed --shapes=A --cells=lstm --modes=train --impls=jaxseq,torch
+    .venv/bin/python -m benchmarks.speed --shapes=none --remat_T=10000  # the remat report only
+    .venv/bin/python -m benchmarks.speed --malloc_thresholds            # glibc tuned (lesson 3)
+    .venv/bin/python -m benchmarks.speed --tiny --out_dir=/tmp/speed    # CI smoke (~30 s)
+
+Appends JSON lines (one per worker turn, one summary per row, the remat report)
+to benchmarks/results/speed-<device>.jsonl and overwrites the markdown table in
+benchmarks/results/speed-<device>.md (shown in README); `--tiny` writes files only
+where `--out_dir` says. Prints the table.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchmarks import _speed_workers as workers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES = {  # (T, B, D, H), as in PERF_NOTES.md
+    "A": (100, 32, 32, 128),
+    "B": (100, 64, 128, 256),
+    "C": (1000, 16, 8, 64),
+    "D": (50, 256, 256, 512),
+    "tiny": (5, 2, 3, 4),
+}
+# Extra keyword arguments of `jaxseq.unroll`, one line per variant, selected by name in
+# --impls (e.g. `"jaxseq-autodiff": {"bptt": "autodiff"},`). A variant whose kwargs
+# `unroll` rejects with a TypeError is skipped with its message, not run.
+JAXSEQ_VARIANTS = {
+    "jaxseq": {},
+}
+ANCHORS = {"flax": "flax", "haiku": "haiku", "equinox": "equinox", "torch": "torch"}
+TINY = dict(shapes="tiny", rounds=1, steps=2, warmup=1, matmul_size=128)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default="A,B,C,D", help="keys of SHAPES, or 'none'")
+    parser.add_argument("--cells", default="lstm,gru")
+    parser.add_argument("--modes", default="forward,train")
+    parser.add_argument("--impls", default=",".join([*JAXSEQ_VARIANTS, *ANCHORS]))
+    parser.add_argument("--rounds", type=int, default=2, help="turns each implementation takes")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per turn")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (≥ 1)")
+    parser.add_argument("--matmul_size", type=int, default=2048)
+    parser.add_argument("--torch_threads", type=int, default=2)
+    parser.add_argument("--remat_T", type=int, default=0, help="remat report at this T; 0: off")
+    parser.add_argument("--remat_shape", default="8,8,64", help="B,D,H of the remat report")
+    parser.add_argument("--out_dir", default=None, help="default benchmarks/results (not --tiny)")
+    parser.add_argument(
+        "--malloc_thresholds",
+        action="store_true",
+        help="raise glibc's mmap/trim thresholds in the workers (PERF_NOTES.md, lesson 3)",
+    )
+    parser.add_argument("--tiny", action="store_true", help="T=5 B=2 D=3 H=4, 1 round, 2 steps")
+    parser.add_argument("--worker", nargs=2, metavar=("IMPL", "SHAPE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        parser.set_defaults(**TINY)
+        args = parser.parse_args(argv)
+    for name in ("rounds", "steps", "warmup", "matmul_size", "torch_threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be ≥ 1, got {getattr(args, name)}")
+    choices = dict(shapes=[*SHAPES], cells=[*workers.GATES], modes=["forward", "train"])
+    for option, allowed in (choices | dict(impls=[*JAXSEQ_VARIANTS, *ANCHORS])).items():
+        for name in _names(getattr(args, option)):
+            if name not in allowed:
+                raise ValueError(
+                    f"--{option}: expected a comma-separated subset of {allowed}, got {name!r}"
+                )
+    return args
+
+
+def _names(text: str) -> list[str]:
+    return [name for name in text.split(",") if name and name != "none"]
+
+
+def worker(args) -> list[dict]:
+    """The records of one turn (run in the worker process): see `_speed_workers.run_turn`."""
+    impl, shape_name = args.worker
+    family = "jaxseq" if impl in JAXSEQ_VARIANTS else ANCHORS.get(impl, impl)
+    shape = SHAPES.get(shape_name)
+    return workers.run_turn(impl, family, shape_name, shape, args, JAXSEQ_VARIANTS.get(impl, {}))
+
+
+def _turn(impl: str, shape: str, argv: list[str], env: dict) -> list[dict]:
+    """Runs one worker process and returns its records (an "error" record if it failed)."""
+    cmd = [sys.executable, "-m", "benchmarks.speed", *argv, "--worker", impl, shape]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip()[-3000:]
+        print(f"worker {impl} at {shape} failed:\n{tail}", file=sys.stderr)
+        return [dict(kind="error", impl=impl, shape=shape, error=tail)]
+    records = json.loads(proc.stdout.strip().splitlines()[-1])
+    for record in records:
+        if "skipped" in record:
+            record["kind"] = "skipped"
+    return records
+
+
+def _take_turns(args, argv: list[str]) -> list[dict]:
+    """Every round: the matmul worker, then each implementation at each shape, in turn."""
+    env = dict(os.environ)
+    if args.malloc_thresholds:
+        env |= {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+    records, impls = [], []
+    for impl in _names(args.impls):
+        module = "jaxseq" if impl in JAXSEQ_VARIANTS else ANCHORS[impl]
+        if importlib.util.find_spec(module) is None:
+            records.append(dict(kind="skipped", impl=impl, skipped=f"{module} is not installed"))
+            print(f"skipping {impl}: {module} is not installed")
+        else:
+            impls.append(impl)
+    shapes = _names(args.shapes)
+    for round_ in range(args.rounds if shapes else 0):
+        records += [r | dict(round=round_) for r in _turn("matmul", "-", argv, env)]
+        for shape in shapes:
+            for impl in list(impls):
+                turn = [r | dict(round=round_) for r in _turn(impl, shape, argv, env)]
+                records += turn
+                for record in turn:
+                    if record["kind"] == "skipped" and impl in impls:
+                        print(f"skipping {impl}: {record['skipped']}")
+                        impls.remove(impl)
+    if args.remat_T:
+        records += _turn("remat", "-", argv, env)
+    return records
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """One summary per (cell, mode, shape, impl), pooling the timed steps of every round."""
+    rates = [r["gflops"] for r in records if r["kind"] == "matmul"]
+    matmul_gflops = statistics.median(rates) if rates else None
+    groups = {}
+    for r in records:
+        if r["kind"] == "turn":
+            groups.setdefault((r["cell"], r["mode"], r["shape"], r["impl"]), []).append(r)
+    summaries = []
+    for (cell, mode, shape, impl), turns in groups.items():
+        times = [t for r in turns for t in r["times_ms"]]
+        median = statistics.median(times)
+        gflops = turns[0]["flops"] / (median * 1e6)
+        compiles = [r["compile_s"] for r in turns if r["compile_s"] is not None]
+        summaries.append(
+            {k: turns[0][k] for k in ("cell", "mode", "shape", "impl", "T", "B", "D", "H")}
+            | dict(kind="summary", median_ms=median, min_ms=min(times), steps=len(times))
+            | dict(per_round_median_ms=[r["median_ms"] for r in turns], rounds=len(turns))
+            | dict(compile_s=statistics.median(compiles) if compiles else None)
+            | dict(peak_bytes=turns[0]["peak_bytes"], gflops=gflops)
+            | dict(matmul_gflops=matmul_gflops)
+            | dict(matmul_fraction=gflops / matmul_gflops if matmul_gflops else None)
+        )
+    for s in summaries:
+        anchors = [
+            o
+            for o in summaries
+            if (o["cell"], o["mode"], o["shape"]) == (s["cell"], s["mode"], s["shape"])
+            and o["impl"] not in JAXSEQ_VARIANTS
+        ]
+        best = min(anchors, key=lambda o: o["median_ms"]) if anchors else None
+        s["fastest_anchor"] = best and best["impl"]
+        s["speedup_vs_fastest_anchor"] = best and best["median_ms"] / s["median_ms"]
+    order = {name: i for i, name in enumerate([*workers.GATES, "forward", "train", *SHAPES])}
+    return sorted(summaries, key=lambda s: (order[s["cell"]], order[s["mode"]], order[s["shape"]]))
+
+
+def _fmt(value, spec: str, scale: float = 1.0) -> str:
+    return "—" if value is None else format(value * scale, spec)
+
+
+def _conditions(records: list[dict], command: str) -> list[str]:
+    """The markdown header: command, date, versions, load, and the measured matmul rate."""
+    jax_info = next((r for r in records if r.get("jax")), {})
+    versions = {r["impl"]: r["version"] for r in records if r["kind"] == "turn"}
+    loads = [r["loadavg_1min"] for r in records if "loadavg_1min" in r]
+    matmuls = [r for r in records if r["kind"] == "matmul"]
+    text = f"`{command}`, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
+    text += ", ".join(f"{k} {v}" for k, v in ({"jax": jax_info.get("jax")} | versions).items())
+    if loads:
+        text += f"; 1-min load average at worker starts {min(loads):.1f}–{max(loads):.1f}"
+    lines = [
+        f"# Speed: one recurrent layer, float32, {jax_info.get('device', '?')}",
+        "",
+        text + ".",
+    ]
+    if matmuls:
+        rates = [r["gflops"] for r in matmuls]
+        lines.append(
+            f"Dense float32 matmul ({matmuls[0]['matmul_size']}², JAX): "
+            f"{statistics.median(rates):.0f} GFLOP/s (median; per round: "
+            + " / ".join(f"{r:.0f}" for r in rates)
+            + ")."
+        )
+    return lines
+
+
+def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
+    """The results as markdown: the conditions, the table, skips and errors, remat reports."""
+    lines = _conditions(records, command) + [
+        "",
+        "| cell | mode | shape (T, B, D, H) | impl | median ms | fastest ms | compile s "
+        "| peak MiB | GFLOP/s | % matmul | speedup vs fastest anchor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        speedup = s["speedup_vs_fastest_anchor"]
+        speedup = "—" if speedup is None else f"{speedup:.2f}× ({s['fastest_anchor']})"
+        lines.append(
+            f"| {s['cell']} | {s['mode']} | {s['shape']} ({s['T']}, {s['B']}, {s['D']}, {s['H']}) "
+            f"| {s['impl']} | {s['median_ms']:.2f} | {s['min_ms']:.2f} "
+            f"| {_fmt(s['compile_s'], '.2f')} | {workers.mib(s['peak_bytes'])} "
+            f"| {s['gflops']:.1f} | {_fmt(s['matmul_fraction'], '.0f', 100)} | {speedup} |"
+        )
+    lines += [
+        "",
+        "Median and fastest over all rounds' timed steps. Peak memory: temp + argument + "
+        "output − alias bytes of `compiled.memory_analysis()` (— for PyTorch). GFLOP/s: "
+        "forward 2·T·B·(D+H)·G·H (G = 4 LSTM, 3 GRU), train 3× forward. Speedup: the fastest "
+        "non-jaxseq implementation's median ÷ this median (> 1: faster than every anchor).",
+    ]
+    notes = {(r["kind"], r["impl"], r.get("skipped") or r.get("error")): 0 for r in records}
+    lines += [f"\n{k}: {impl}: {why}" for k, impl, why in notes if k in ("skipped", "error")]
+    for report in (r for r in records if r["kind"] == "remat"):
+        lines += workers.remat_markdown(report)
+    return "\n".join(lines) + "\n"
+
+
+def _write(out_dir: str, records: list[dict], text: str) -> None:
+    """Appends the JSON lines and overwrites the markdown, both named after the device."""
+    device = next((r["device"] for r in records if r.get("jax")), "cpu")
+    slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"speed-{slug}.jsonl"), "a") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    with open(os.path.join(out_dir, f"speed-{slug}.md"), "w") as f:
+        f.write(text)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Runs the turns, writes and prints the results; returns every record written."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return []
+    command = "python -m benchmarks.speed " + " ".join(argv)
+    records = _take_turns(args, argv)
+    summaries = summarise(records)
+    run = dict(run_id=time.strftime("%Y-%m-%dT%H:%M:%S"), command=command)
+    records = [run | r for r in records + summaries]
+    text = markdown(records, summaries, command)
+    out_dir = args.out_dir or (None if args.tiny else os.path.join(ROOT, "benchmarks", "results"))
+    if out_dir:
+        _write(out_dir, records, text)
+    print(text)
+    if any(r["kind"] == "error" for r in records):
+        sys.exit(1)
+    return records
+
+
+if __name__ == "__main__":
+    main()

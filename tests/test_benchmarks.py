@@ -1,0 +1,143 @@
+"""benchmarks.speed end to end at `--tiny` shapes, in a subprocess (no timing assertions).
+
+One module-scoped smoke run (every cell and mode; jaxseq, Flax and PyTorch; the
+matmul worker; the remat report at T = 12) writes into a temporary folder; the
+tests read what it wrote. The FLOP count is checked against its formula written
+out here, and the remat report's gradients against each other.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import _speed_workers, speed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMPLS = ("jaxseq", "flax", "torch")
+SUMMARY_KEYS = {
+    "median_ms",
+    "min_ms",
+    "per_round_median_ms",
+    "compile_s",
+    "peak_bytes",
+    "gflops",
+    "matmul_fraction",
+    "fastest_anchor",
+    "speedup_vs_fastest_anchor",
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("speed")
+    cmd = [sys.executable, "-m", "benchmarks.speed", "--tiny", f"--impls={','.join(IMPLS)}"]
+    cmd += ["--remat_T=12", f"--out_dir={out}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (jsonl,) = out.glob("speed-*.jsonl")
+    (md,) = out.glob("speed-*.md")
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    return dict(stdout=proc.stdout, records=records, markdown=md.read_text())
+
+
+def _kind(records: list[dict], kind: str) -> list[dict]:
+    return [r for r in records if r["kind"] == kind]
+
+
+def test_one_summary_per_cell_mode_impl(smoke):
+    summaries = _kind(smoke["records"], "summary")
+    keys = sorted((s["cell"], s["mode"], s["impl"]) for s in summaries)
+    assert keys == sorted(
+        (c, m, i) for c in ("lstm", "gru") for m in ("forward", "train") for i in IMPLS
+    )
+    for s in summaries:
+        assert SUMMARY_KEYS <= set(s), s
+        assert (s["shape"], s["T"], s["B"], s["D"], s["H"]) == ("tiny", 5, 2, 3, 4)
+        assert s["steps"] == 2 and s["rounds"] == 1 and s["min_ms"] <= s["median_ms"]
+
+
+def test_gflops_follow_the_analytic_count(smoke):
+    for s in _kind(smoke["records"], "summary"):
+        gates = {"lstm": 4, "gru": 3}[s["cell"]]
+        forward = 2 * s["T"] * s["B"] * (s["D"] + s["H"]) * gates * s["H"]
+        count = forward * (1 if s["mode"] == "forward" else 3)
+        assert s["gflops"] * s["median_ms"] * 1e6 == pytest.approx(count, rel=1e-9)
+        assert s["matmul_fraction"] == pytest.approx(s["gflops"] / s["matmul_gflops"])
+
+
+def test_compile_time_and_memory_for_jax_only(smoke):
+    turns = _kind(smoke["records"], "turn")
+    assert len(turns) == 4 * len(IMPLS)
+    for r in turns:
+        assert len(r["times_ms"]) == 2 and r["version"] and r["loadavg_1min"] >= 0
+        if r["impl"] == "torch":
+            assert r["compile_s"] is None and r["peak_bytes"] is None
+        else:
+            parts = r["temp_bytes"] + r["argument_bytes"] + r["output_bytes"] - r["alias_bytes"]
+            assert r["compile_s"] > 0 and r["peak_bytes"] == parts > 0
+
+
+def test_speedup_is_relative_to_the_fastest_anchor(smoke):
+    summaries = _kind(smoke["records"], "summary")
+    for s in summaries:
+        same = [o for o in summaries if (o["cell"], o["mode"]) == (s["cell"], s["mode"])]
+        anchor = min((o for o in same if o["impl"] != "jaxseq"), key=lambda o: o["median_ms"])
+        assert s["fastest_anchor"] == anchor["impl"]
+        assert s["speedup_vs_fastest_anchor"] == pytest.approx(anchor["median_ms"] / s["median_ms"])
+
+
+def test_matmul_rate_measured_in_the_same_run(smoke):
+    (matmul,) = _kind(smoke["records"], "matmul")
+    assert matmul["matmul_size"] == 128 and matmul["gflops"] > 0
+    assert "Dense float32 matmul (128²" in smoke["markdown"]
+
+
+def test_remat_report_agrees_and_reports_memory(smoke):
+    (report,) = _kind(smoke["records"], "remat")
+    assert (report["T"], report["B"], report["D"], report["H"]) == (12, 8, 8, 64)
+    for name in ("default", "remat"):
+        assert report[name]["peak_bytes"] > 0 and report[name]["compile_s"] > 0
+    ratio = report["default"]["peak_bytes"] / report["remat"]["peak_bytes"]
+    assert report["peak_ratio"] == pytest.approx(ratio)
+    assert report["loss_abs_diff"] <= 1e-3 * abs(report["loss"])
+    assert 0 <= report["grads_max_rel_diff"] < 1e-4 and report["grads_max_abs_diff"] >= 0
+    assert "## remat: jaxseq LSTM train step, T = 12" in smoke["markdown"]
+
+
+def test_markdown_table_is_written_and_printed(smoke):
+    rows = [line for line in smoke["markdown"].splitlines() if line.startswith("| lstm |")]
+    assert len(rows) == 2 * len(IMPLS)
+    assert all(line.count("|") == 12 for line in rows)
+    assert "| cell | mode | shape (T, B, D, H) | impl | median ms |" in smoke["markdown"]
+    assert smoke["markdown"].strip() in smoke["stdout"]
+
+
+def test_missing_libraries_are_skipped_with_a_message():
+    args = speed.parse_args(["--impls=haiku,equinox", "--shapes=none"])
+    records = speed._take_turns(args, [])
+    skipped = {r["impl"]: r["skipped"] for r in records if r["kind"] == "skipped"}
+    for impl in ("haiku", "equinox"):
+        if importlib.util.find_spec(impl) is None:
+            assert skipped[impl] == f"{impl} is not installed"
+        else:
+            assert impl not in skipped
+
+
+def test_variant_with_kwargs_unroll_rejects_is_skipped():
+    options = dict(warmup=1, steps=1, kwargs={"no_such_option": 1})
+    (result,) = _speed_workers.jax_tasks(
+        "jaxseq-bad", "jaxseq", "gru", ["forward"], (2, 1, 2, 2), options
+    )
+    assert "unroll rejected" in result["skipped"] and "no_such_option" in result["skipped"]
+
+
+@pytest.mark.parametrize(
+    "argv", [["--shapes=E"], ["--cells=rnn"], ["--modes=eval"], ["--impls=jax"], ["--steps=0"]]
+)
+def test_bad_arguments_fail_fast(argv):
+    with pytest.raises(ValueError, match=argv[0].split("=")[0]):
+        speed.parse_args(argv)
