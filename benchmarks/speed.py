@@ -63,6 +63,7 @@ SHAPES = {  # (T, B, D, H), as in PERF_NOTES.md
 # `unroll` rejects with a TypeError is skipped with its message, not run.
 JAXSEQ_VARIANTS = {
     "jaxseq": {},
+    "jaxseq-autodiff": {"bptt": "autodiff"},
 }
 ANCHORS = {"flax": "flax", "haiku": "haiku", "equinox": "equinox", "torch": "torch"}
 TINY = dict(shapes="tiny", rounds=1, steps=2, warmup=1, matmul_size=128)

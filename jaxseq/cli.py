@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jax
 import tyro
 
 ConfigT = TypeVar("ConfigT")
@@ -91,8 +92,10 @@ def save_config(config: Any, out_dir: str | os.PathLike[str]) -> Path:
       The path of the written file.
     """
     path = Path(out_dir) / _CONFIG_FILE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    text = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+    if jax.process_index() == 0:  # one writer in a multi-host run
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     return path
 
 

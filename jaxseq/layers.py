@@ -66,8 +66,9 @@ def rnn(cell: Cell, *, num_layers: int = 1, bidirectional: bool = False, dropout
         ys_l = concat(fwd_l(ys_{l-1}), bwd_l(ys_{l-1}))    # or fwd_l only
         ys_l = dropout(ys_l)                                 # for l < L, when key is given
 
-    `apply(params, xs, carry=None, *, lengths=None, key=None, unroll=1,
-    remat=False, truncate=None) -> (ys, final)`:
+    `apply(params, xs, carry=None, *, lengths=None, key=None, **unroll_options)
+    -> (ys, final)`, with any of `jaxseq.unroll`'s options (unroll, remat,
+    truncate, method, bptt, hoist):
       xs: `[T, *batch, in]`; ys: `[T, *batch, num_directions * H]`.
       carry / final: the cell's carry with every leaf stacked to
         `[num_layers * num_directions, *batch, H]`, index `layer * D + direction`

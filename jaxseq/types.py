@@ -84,12 +84,16 @@ class RecurrentMatmul(NamedTuple):
       compute_dtype: None (the product in the operands' dtype), or the dtype
         (e.g. bfloat16) both operands are cast to, accumulating in the state's
         dtype (mixed precision).
+      additive: True when `combine` reads `xp_t` and `hp_t` only through their
+        sum (Elman, LSTM): the VJP then keeps one `[T, *batch, K]` array per
+        direction instead of two (`combine(params, carry, xp_t + hp_t, 0)`).
     """
 
     weight: Callable[[Params], jax.Array]
     state: Callable[[Carry], jax.Array]
     combine: Callable[[Params, Carry, Any, jax.Array], tuple[Carry, jax.Array]]
     compute_dtype: Any = None
+    additive: bool = False
 
 
 class Cell(NamedTuple):

@@ -57,6 +57,7 @@ def unroll(
     truncate: int | None = None,
     method: str = "scan",
     bptt: str = "fused",
+    hoist: bool | None = None,
     deer_iters: int = 100,
     deer_tol: float = 1e-5,
     deer_jacobian: str = "full",
@@ -118,6 +119,11 @@ def unroll(
         mode only. "autodiff": `jax.grad` through the scan step by step, which
         also supports forward mode (`jax.jvp`, `jax.hessian`). `remat` and
         `truncate` always use autodiff; other cells always do.
+      hoist: compute every step's input projection in one product before the scan
+        (True) or inside each step (False). None (default): True on accelerators,
+        False on a CPU, where the `[T, *batch, K]` array it needs costs more than
+        the one large product saves (freshly mapped memory each call; see README,
+        Speed). Same results either way.
       deer_iters: most Newton iterations before falling back (method="deer").
       deer_tol: convergence tolerance on max |Δh| / (1 + |h|) (method="deer").
       deer_jacobian: "full" (Newton, DEER) or "diag" (quasi-Newton, as in ELK).
@@ -138,6 +144,7 @@ def unroll(
         truncate=truncate,
         method=method,
         bptt=bptt,
+        hoist=hoist,
         deer_options=options,
     )
     return carry, ys
@@ -173,6 +180,7 @@ def _evaluate(
     truncate: int | None = None,
     method: str,
     bptt: str = "fused",
+    hoist: bool | None = None,
     deer_options: dict,
 ):
     """`unroll` with the method's report: `(carry, ys, info)`, info None unless method="deer"."""
@@ -201,7 +209,7 @@ def _evaluate(
     info = None
     if method == "scan" or num_steps == 0:
         carry, ys = _scan(
-            cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate, bptt
+            cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate, bptt, hoist
         )
     else:
         carry, ys, info = _parallel(
@@ -229,23 +237,27 @@ def _parallel(cell, params, xs, carry, valid, reverse, method, deer_options):
     return carry, (ys[::-1] if reverse else ys), info
 
 
-def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate, bptt):
-    """The sequential scan of `cell.recur` over the hoisted projection."""
+def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate, bptt, hoist):
+    """The sequential scan of `cell.recur`, over the hoisted projection or projecting in-step."""
+    if hoist is None:  # on a CPU the [T, *batch, K] array costs more than it saves
+        hoist = jax.default_backend() != "cpu"
+    if bptt == "fused" and cell.recurrent is not None and not remat and truncate is None:
+        return jaxseq_bptt.scan(cell, params, xs, carry, valid, scan_reverse, unroll, hoist)
     num_steps = xs.shape[0]
     order = None  # position in reading order, scanned only when truncating
     if truncate is not None:
         order = jnp.arange(num_steps)
         order = order[::-1] if scan_reverse else order
 
-    if remat:
-        # the projection moves into the checkpointed step: nothing [T, *batch, G·H] is
-        # stored for the backward pass (xs itself is an input), only each step's carry
+    if remat or not hoist:
+        # the projection moves into the step; under remat into the checkpointed step,
+        # so nothing [T, *batch, K] is stored for the backward pass, only the carries
         original = cell
 
         def recur(params, carry, x_t):
             return original.recur(params, carry, original.project(params, x_t))
 
-        cell = cell._replace(recur=jax.checkpoint(recur, prevent_cse=False))
+        cell = cell._replace(recur=jax.checkpoint(recur, prevent_cse=False) if remat else recur)
         xps = xs
     else:
         xps = cell.project(params, xs)
@@ -263,6 +275,4 @@ def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate,
             y_t = jnp.where(_expand(valid_t, y_t.ndim), y_t, jnp.zeros_like(y_t))
         return new_carry, y_t
 
-    if bptt == "fused" and cell.recurrent is not None and not remat and truncate is None:
-        return jaxseq_bptt.scan(cell, params, xps, carry, valid, scan_reverse, unroll)
     return jax.lax.scan(body, carry, (order, xps, valid), reverse=scan_reverse, unroll=unroll)

@@ -33,6 +33,7 @@ CELLS = {
 }
 OPTIONS = {
     "plain": {},
+    "hoisted": dict(hoist=True),
     "reverse": dict(reverse=True),
     "lengths": dict(lengths=(T, 2)),
     "lengths_reverse": dict(lengths=(0, 3), reverse=True),
@@ -75,7 +76,7 @@ CASES = [(name, label) for name in ("lstm_peephole", "gru") for label in OPTIONS
     (name, label)
     for name in CELLS
     if name not in ("lstm_peephole", "gru")
-    for label in ("plain", "lengths_reverse")
+    for label in ("plain", "hoisted")
 ]
 
 
@@ -152,10 +153,10 @@ def test_vmap_over_parameter_sets():
 
 
 def _backward_matmuls(bptt: str) -> list[int]:
-    """dot_general count of each scan body in the jaxpr of the LSTM's gradient."""
+    """dot_general count of each scan body in the jaxpr of the LSTM's gradient (hoisted)."""
     cell, params, xs, carry = _setup("lstm")
     jaxpr = jax.make_jaxpr(
-        jax.grad(functools.partial(_loss, bptt=bptt), argnums=1), static_argnums=0
+        jax.grad(functools.partial(_loss, bptt=bptt, hoist=True), argnums=1), static_argnums=0
     )
     closed = jaxpr(cell, params, xs, carry)
     return sorted(

@@ -4,6 +4,7 @@ Toy tasks: a linear regression (closed-form gradients; most tests) and a tiny El
 RNN (every parameter changes). Every `fit` runs a few dozen steps at most.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -481,3 +482,20 @@ def test_fit_passes_data_as_an_argument(tmp_path):
         expected -= 0.1 * 2 * (expected - target)
     assert seen and all(seen)
     assert float(state.params) == pytest.approx(expected, rel=1e-6)
+
+
+def test_only_process_zero_writes_run_files(tmp_path, monkeypatch):
+    """In a multi-host run the other processes train and return the same, but write nothing."""
+    from jaxseq import cli
+
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    _, history = fit_linear(tmp_path, 10, checkpoint_every=0, tensorboard=True)
+    assert [r["step"] for r in history] == [5, 10]
+    training.write_results(tmp_path, {"loss": history[-1]["loss"]})
+    cli.save_config(Config(), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no metrics, events, results
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    steps: int = 1

@@ -80,7 +80,7 @@ def test_hoisted_projection_equals_scan_over_step(name, key):
     def both(params, xs, carry):
         # The reference does not hoist: the whole `step`, projection included, is scanned.
         unhoisted = jax.lax.scan(lambda c, x_t: cell.step(params, c, x_t), carry, xs)
-        return jaxseq.unroll(cell, params, xs, carry), unhoisted
+        return jaxseq.unroll(cell, params, xs, carry, hoist=True), unhoisted
 
     actual, expected = both(params, xs, carry0)
     chex.assert_trees_all_close(actual, expected, **TOL)
@@ -120,13 +120,21 @@ def test_input_projection_is_outside_the_scan_body(name, key):
     params, xs, carry0 = _setup(name, key)
     xp_t = jax.eval_shape(cell.project, params, xs[0])
 
-    unroll_jaxpr = jax.make_jaxpr(functools.partial(jaxseq.unroll, cell))(params, xs, carry0)
+    unroll_jaxpr = jax.make_jaxpr(functools.partial(jaxseq.unroll, cell, hoist=True))(
+        params, xs, carry0
+    )
     (scan,) = _find(unroll_jaxpr.jaxpr, "scan")  # inside the custom VJP for most cells
     body_matmuls = _count(scan.params["jaxpr"].jaxpr, "dot_general")
     recur_matmuls = _count(jax.make_jaxpr(cell.recur)(params, carry0, xp_t).jaxpr, "dot_general")
     step_matmuls = _count(jax.make_jaxpr(cell.step)(params, carry0, xs[0]).jaxpr, "dot_general")
 
     assert body_matmuls == recur_matmuls == step_matmuls - 1  # x_t @ w_x left the loop
+
+    in_step = jax.make_jaxpr(functools.partial(jaxseq.unroll, cell, hoist=False))(
+        params, xs, carry0
+    )
+    (scan,) = _find(in_step.jaxpr, "scan")
+    assert _count(scan.params["jaxpr"].jaxpr, "dot_general") == step_matmuls
     assert _count(unroll_jaxpr.jaxpr, "dot_general") == body_matmuls + 1  # one matmul for all t
 
 

@@ -70,6 +70,8 @@ def elman(
         h_t = f(xp_t + hp_t)  # hp_t = h_{t-1} @ w_h
         return h_t, h_t
 
-    recurrent = RecurrentMatmul(weight=_common.weight_h, state=lambda h: h, combine=combine)
+    recurrent = RecurrentMatmul(
+        weight=_common.weight_h, state=lambda h: h, combine=combine, additive=True
+    )
     name = f"elman(hidden_size={hidden_size}, activation={activation!r})"
     return _common.make_cell(name, hidden_size, init, recurrent, compute_dtype=compute_dtype)

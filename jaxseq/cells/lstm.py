@@ -150,5 +150,7 @@ def lstm(
         f"lstm(hidden_size={hidden_size}, peephole={peephole}, forget_gate={forget_gate}, "
         f"coupled={coupled}, gate_activation={gate_activation!r}, activation={activation!r})"
     )
-    recurrent = RecurrentMatmul(weight=_common.weight_h, state=lambda c: c.h, combine=combine)
+    recurrent = RecurrentMatmul(
+        weight=_common.weight_h, state=lambda c: c.h, combine=combine, additive=True
+    )
     return _common.make_cell(name, hidden_size, init, recurrent, initial_carry, compute_dtype)

@@ -134,7 +134,7 @@ def fit(
         manager, state = _start_checkpoints(out, state, resume, checkpoint_every, console)
         start = _host_step(state, num_seeds)
         history = records.start_metrics(out, start if resume else 0)
-        if tensorboard:
+        if tensorboard and records.is_writer():
             writer = records.tensorboard_writer(out, purge_step=start + 1)
         run = _Run(out, steps, log_every, eval_every, checkpoint_every, eval_fn, num_seeds,
                    manager, writer, console)  # fmt: skip

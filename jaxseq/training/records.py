@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
@@ -41,6 +42,17 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def is_writer() -> bool:
+    """Whether this process writes the run's files: process 0 of a multi-host run.
+
+    Every process of a `jax.distributed` run computes the same metrics and results;
+    only one writes them, so that processes sharing a file system do not race on
+    `metrics.jsonl`, `results.json` or `config.json` (orbax coordinates checkpoints
+    itself).
+    """
+    return jax.process_index() == 0
+
+
 def write_results(out_dir: str | os.PathLike[str], results: dict) -> Path:
     """Writes `results` to `out_dir/results.json` (strict JSON, NaN -> null).
 
@@ -54,8 +66,10 @@ def write_results(out_dir: str | os.PathLike[str], results: dict) -> Path:
     if not isinstance(results, dict):
         raise TypeError(f"results must be a dict, got {type(results).__name__}")
     path = Path(out_dir) / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n"
+    if is_writer():  # the other processes of a multi-host run hold the same results
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     return path
 
 
@@ -78,14 +92,17 @@ def start_metrics(out_dir: str | os.PathLike[str], through_step: int) -> list[di
                 continue
             if isinstance(record, dict) and record.get("step", math.inf) <= through_step:
                 kept.append(record)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
-    os.replace(tmp, path)
+    if is_writer():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+        os.replace(tmp, path)
     return kept
 
 
 def append_metrics(out_dir: str | os.PathLike[str], record: dict) -> None:
-    """Appends one strict-JSON line to `out_dir/metrics.jsonl`."""
+    """Appends one strict-JSON line to `out_dir/metrics.jsonl` (process 0 only)."""
+    if not is_writer():
+        return
     with open(Path(out_dir) / METRICS_FILE, "a") as f:
         f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
