@@ -7,6 +7,9 @@ parallel-in-time evaluators (`method="associative"`, `method="deer"`) live in
 `jaxseq.parallel` and are reached through the same `unroll` call.
 """
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
@@ -106,10 +109,9 @@ def unroll(
       lengths: optional valid lengths, int `[*batch]` with values in [0, T].
       reverse: read the sequences backwards (outputs stay time-aligned).
       unroll: `lax.scan`'s unroll factor (steps per loop iteration).
-      remat: rematerialise each step in the backward pass (`jax.checkpoint`):
-        memory O(T·carry) instead of O(T·activations), for one more forward. The
-        input projection then runs inside each checkpointed step (not hoisted),
-        so no `[T, *batch, G·H]` array is kept for the backward pass.
+      remat: rematerialise in the backward pass (`jax.checkpoint` on chunks of
+        ⌈√T⌉ steps, with the input projection inside them): memory O(√T·carry)
+        plus the outputs instead of O(T·activations), for one more forward.
       truncate: stop the gradient through the carry every `truncate` steps.
       method: "scan" (default, sequential), "associative" or "deer".
       bptt: how `method="scan"` is differentiated. "fused" (default): for cells
@@ -249,15 +251,13 @@ def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate,
         order = jnp.arange(num_steps)
         order = order[::-1] if scan_reverse else order
 
-    if remat or not hoist:
-        # the projection moves into the step; under remat into the checkpointed step,
-        # so nothing [T, *batch, K] is stored for the backward pass, only the carries
+    if remat or not hoist:  # the projection moves into the step
         original = cell
 
         def recur(params, carry, x_t):
             return original.recur(params, carry, original.project(params, x_t))
 
-        cell = cell._replace(recur=jax.checkpoint(recur, prevent_cse=False) if remat else recur)
+        cell = cell._replace(recur=recur)
         xps = xs
     else:
         xps = cell.project(params, xs)
@@ -275,4 +275,35 @@ def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate,
             y_t = jnp.where(_expand(valid_t, y_t.ndim), y_t, jnp.zeros_like(y_t))
         return new_carry, y_t
 
+    if remat:
+        return _checkpointed_scan(body, carry, (order, xps, valid), scan_reverse, unroll)
     return jax.lax.scan(body, carry, (order, xps, valid), reverse=scan_reverse, unroll=unroll)
+
+
+def _checkpointed_scan(body, carry, inputs, reverse: bool, unroll: int):
+    """`lax.scan(body, carry, inputs)` in ⌈√T⌉ chunks of ⌈√T⌉ steps, each chunk `jax.checkpoint`ed.
+
+    The backward pass keeps only the carry at each chunk's start (and recomputes
+    one chunk at a time), so memory is O(√T·carry) plus the outputs instead of
+    O(T·activations). Steps padded on to fill the last chunk are masked out
+    (carry unchanged, zeros emitted) and cut from the outputs.
+    """
+    order, xps, valid = inputs
+    num_steps = xps.shape[0]
+    size = max(1, math.isqrt(num_steps - 1) + 1) if num_steps > 1 else 1
+    chunks = -(-num_steps // size)
+    if valid is None:
+        valid = jnp.ones(xps.shape[:-1], bool)
+
+    def chunked(a):  # [T, ...] -> [chunks, size, ...], padded at the end
+        pad = [(0, chunks * size - num_steps)] + [(0, 0)] * (a.ndim - 1)
+        return jnp.pad(a, pad).reshape(chunks, size, *a.shape[1:])
+
+    inputs = jax.tree.map(chunked, (order, xps, valid))
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def chunk(carry, inputs):
+        return jax.lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
+
+    carry, ys = jax.lax.scan(chunk, carry, inputs, reverse=reverse)
+    return carry, ys.reshape(chunks * size, *ys.shape[2:])[:num_steps]

@@ -220,9 +220,15 @@ def test_truncate_with_lengths_matches_each_example_truncated(key):
 def test_remat_gives_the_same_gradients(key):
     name = "gru_reset_before"
     params, xs = _setup(name, key)
-    variants = {"plain": dict(reverse=True), "remat": dict(reverse=True, remat=True)}
+    variants = {  # T = 5: chunks of 3 steps, the last one padded
+        "plain": dict(reverse=True),
+        "remat": dict(reverse=True, remat=True),
+        "truncated": dict(truncate=2),
+        "truncated_remat": dict(truncate=2, remat=True),
+    }
     grads = _grads(name, params, xs, jnp.array(LENGTHS), variants)
     chex.assert_trees_all_close(grads["remat"], grads["plain"], rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(grads["truncated_remat"], grads["truncated"], rtol=1e-6)
     chex.assert_trees_all_equal_shapes_and_dtypes(grads["remat"], params)
 
 
