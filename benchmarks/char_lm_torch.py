@@ -19,7 +19,7 @@ from the same initial weights, on the same batches, with the same optimizer:
 
 Each framework runs in its own process (PyTorch's OpenMP threads spin-wait and
 stall a JAX process beside them; ../shared/PERF_NOTES.md) and they take turns
-for `--rounds` rounds, as `benchmarks/lstm_train_step.py` does; PyTorch uses
+for `--rounds` rounds, as `benchmarks/speed.py` does; PyTorch uses
 `--torch_threads` (2) threads. Reported: the final training loss of each (the
 mean over the last `--final_window` steps, on identical batches), their
 relative difference (target: within 2%), the validation bpc of each, and the

@@ -1,8 +1,9 @@
 """THE scan: runs any `Cell` over the time axis.
 
 No other module calls `lax.scan` on a cell. The input-only part of every step
-(`cell.project`) is computed for all steps in one matrix product before the
-scan; the scan body only does the recurrent part (`cell.recur`). The
+(`cell.project`) can be computed for all steps in one matrix product before the
+scan, leaving the scan body only the recurrent part (`cell.recur`); `hoist`
+chooses (by default: hoisted on accelerators, in-step on a CPU). The
 parallel-in-time evaluators (`method="associative"`, `method="deer"`) live in
 `jaxseq.parallel` and are reached through the same `unroll` call.
 """
@@ -72,7 +73,8 @@ def unroll(
         for t in range(T):
             carry, ys[t] = cell.step(params, carry, xs[t])
 
-    with `cell.project(params, xs)` hoisted out of the loop as one matmul.
+    with `cell.project(params, xs)` hoisted out of the loop as one matmul
+    (`hoist=True`; the default on accelerators).
 
     Lengths: a step at t ≥ `lengths[b]` leaves sequence b's carry unchanged and
     emits zeros, so the final carry is the state after each sequence's last valid

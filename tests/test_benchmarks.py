@@ -141,3 +141,11 @@ def test_variant_with_kwargs_unroll_rejects_is_skipped():
 def test_bad_arguments_fail_fast(argv):
     with pytest.raises(ValueError, match=argv[0].split("=")[0]):
         speed.parse_args(argv)
+
+
+def test_gate_layout_and_hoisting_microbenchmarks_run():
+    """Tiny shapes; both forms of each compute the same thing (checked inside / by unroll)."""
+    from benchmarks import gate_layout, hoisting
+
+    assert set(gate_layout.main(3, 2, 4)) == {"per_slice", "one_block"}
+    assert set(hoisting.main(3, 2, 3, 4)) == {"hoisted", "in_step"}
