@@ -12,6 +12,7 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
+import jaxprs
 import numpy as np
 import pytest
 from jax.test_util import check_grads
@@ -160,25 +161,9 @@ def _backward_matmuls(bptt: str) -> list[int]:
     )
     closed = jaxpr(cell, params, xs, carry)
     return sorted(
-        _count(s.params["jaxpr"].jaxpr, "dot_general") for s in _find(closed.jaxpr, "scan")
+        jaxprs.count(s.params["jaxpr"].jaxpr, "dot_general")
+        for s in jaxprs.find(closed.jaxpr, "scan")
     )
-
-
-def _find(jaxpr, primitive: str) -> list:
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == primitive:
-            found.append(eqn)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, tuple | list) else (value,):
-                sub = getattr(sub, "jaxpr", sub)
-                if hasattr(sub, "eqns"):
-                    found += _find(sub, primitive)
-    return found
-
-
-def _count(jaxpr, primitive: str) -> int:
-    return sum(1 for _ in _find(jaxpr, primitive))
 
 
 def test_fused_backward_loop_has_one_matmul_per_step():

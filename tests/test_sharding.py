@@ -163,6 +163,16 @@ def _env(**extra) -> dict:
     return {**env, "JAX_PLATFORMS": "cpu", **extra}
 
 
+def _spawn_eight_devices(entry: str, out: Path) -> subprocess.Popen:
+    """Starts `test_sharding.<entry>(out)` in a child process that sees 8 CPU devices."""
+    paths = [str(Path(__file__).parents[1]), str(Path(__file__).parent)]
+    code = f"import sys; sys.path[:0] = {paths!r}\nimport test_sharding\n"
+    code += f"test_sharding.{entry}({str(out)!r})\n"
+    env = _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Starts `eight_device_run`, trains the same models here on 1 device meanwhile.
@@ -175,13 +185,7 @@ def runs(tmp_path_factory):
     manager = checkpoint.open_manager(out / "one")
     checkpoint.save(manager, 0, training.init_state(params, ADAM))
     manager.close()
-    code = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        f"import test_sharding; test_sharding.eight_device_run({str(out)!r})\n"
-    )
-    env = _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
-    with subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE,
-                          stdout=subprocess.DEVNULL, text=True) as child:  # fmt: skip
+    with _spawn_eight_devices("eight_device_run", out) as child:
         single = {}
         for name in CELLS:
             loss_fn, params = build(name)
@@ -450,14 +454,7 @@ def mesh_sharding_answers() -> dict:
 def mesh_runs(tmp_path_factory):
     """`mesh_experiments_run` on 8 devices; meanwhile the same runs here with mesh_data=1."""
     out = tmp_path_factory.mktemp("mesh")
-    root = Path(__file__).parents[1]
-    code = (
-        f"import sys; sys.path[:0] = [{str(root)!r}, {str(Path(__file__).parent)!r}]\n"
-        f"import test_sharding; test_sharding.mesh_experiments_run({str(out)!r})\n"
-    )
-    env = _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
-    with subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE,
-                          stdout=subprocess.DEVNULL, text=True) as child:  # fmt: skip
+    with _spawn_eight_devices("mesh_experiments_run", out) as child:
         single = {}
         for name in MESH_RUNS:
             module, config = mesh_config(name, out / f"{name}_one", 1)

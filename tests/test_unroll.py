@@ -11,6 +11,7 @@ import math
 import chex
 import jax
 import jax.numpy as jnp
+import jaxprs
 import numpy as np
 import pytest
 
@@ -87,33 +88,6 @@ def test_hoisted_projection_equals_scan_over_step(name, key):
     chex.assert_shape(actual[1], (T, B, H))
 
 
-def _count(jaxpr, primitive: str) -> int:
-    """Occurrences of `primitive` in `jaxpr` and every jaxpr nested in its equations."""
-    count = 0
-    for eqn in jaxpr.eqns:
-        count += eqn.primitive.name == primitive
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, tuple | list) else (value,):
-                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr wraps a Jaxpr
-                if hasattr(sub, "eqns"):
-                    count += _count(sub, primitive)
-    return count
-
-
-def _find(jaxpr, primitive: str) -> list:
-    """The equations of `primitive` in `jaxpr` and every jaxpr nested in its equations."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == primitive:
-            found.append(eqn)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, tuple | list) else (value,):
-                sub = getattr(sub, "jaxpr", sub)
-                if hasattr(sub, "eqns"):
-                    found += _find(sub, primitive)
-    return found
-
-
 @pytest.mark.parametrize("name", CELLS)
 def test_input_projection_is_outside_the_scan_body(name, key):
     cell = CELLS[name]
@@ -123,19 +97,25 @@ def test_input_projection_is_outside_the_scan_body(name, key):
     unroll_jaxpr = jax.make_jaxpr(functools.partial(jaxseq.unroll, cell, hoist=True))(
         params, xs, carry0
     )
-    (scan,) = _find(unroll_jaxpr.jaxpr, "scan")  # inside the custom VJP for most cells
-    body_matmuls = _count(scan.params["jaxpr"].jaxpr, "dot_general")
-    recur_matmuls = _count(jax.make_jaxpr(cell.recur)(params, carry0, xp_t).jaxpr, "dot_general")
-    step_matmuls = _count(jax.make_jaxpr(cell.step)(params, carry0, xs[0]).jaxpr, "dot_general")
+    (scan,) = jaxprs.find(unroll_jaxpr.jaxpr, "scan")  # inside the custom VJP for most cells
+    body_matmuls = jaxprs.count(scan.params["jaxpr"].jaxpr, "dot_general")
+    recur_matmuls = jaxprs.count(
+        jax.make_jaxpr(cell.recur)(params, carry0, xp_t).jaxpr, "dot_general"
+    )
+    step_matmuls = jaxprs.count(
+        jax.make_jaxpr(cell.step)(params, carry0, xs[0]).jaxpr, "dot_general"
+    )
 
     assert body_matmuls == recur_matmuls == step_matmuls - 1  # x_t @ w_x left the loop
 
     in_step = jax.make_jaxpr(functools.partial(jaxseq.unroll, cell, hoist=False))(
         params, xs, carry0
     )
-    (scan,) = _find(in_step.jaxpr, "scan")
-    assert _count(scan.params["jaxpr"].jaxpr, "dot_general") == step_matmuls
-    assert _count(unroll_jaxpr.jaxpr, "dot_general") == body_matmuls + 1  # one matmul for all t
+    (scan,) = jaxprs.find(in_step.jaxpr, "scan")
+    assert jaxprs.count(scan.params["jaxpr"].jaxpr, "dot_general") == step_matmuls
+    assert (
+        jaxprs.count(unroll_jaxpr.jaxpr, "dot_general") == body_matmuls + 1
+    )  # one matmul for all t
 
 
 @pytest.mark.parametrize(
