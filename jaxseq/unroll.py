@@ -191,6 +191,8 @@ def _evaluate(
     _checks.check_inputs(cell, params, xs, name="xs", time_axis=True)
     _check_method(method, unroll, remat, truncate, deer_options)
     _checks.check_option("bptt", bptt, BPTT)
+    if hoist is not None and not isinstance(hoist, bool):
+        raise TypeError(f"hoist must be None, True or False, got {hoist!r}")
     if method == "associative":
         from jaxseq.parallel.associative import check_linear  # deferred, as in _parallel
 

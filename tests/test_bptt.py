@@ -176,3 +176,9 @@ def test_unknown_bptt_is_rejected():
     cell, params, xs, carry = _setup("elman")
     with pytest.raises(ValueError, match="bptt"):
         jaxseq.unroll(cell, params, xs, bptt="cudnn")
+
+
+def test_bad_hoist_is_rejected():
+    cell, params, xs, carry = _setup("elman")
+    with pytest.raises(TypeError, match="hoist must be None, True or False, got 'yes'"):
+        jaxseq.unroll(cell, params, xs, hoist="yes")
