@@ -87,6 +87,10 @@ class RecurrentMatmul(NamedTuple):
       additive: True when `combine` reads `xp_t` and `hp_t` only through their
         sum (Elman, LSTM): the VJP then keeps one `[T, *batch, K]` array per
         direction instead of two (`combine(params, carry, xp_t + hp_t, 0)`).
+      kernel: the name of the fused CPU kernel (`jaxseq.native`) that computes exactly
+        this step from params with fields `w_x`, `b`, `w_h` (and `b_hn`), "elman",
+        "lstm" or "gru"; None (default) for any other step. A cell may only set it
+        when its step is the kernel's (standard activations, no extra terms).
     """
 
     weight: Callable[[Params], jax.Array]
@@ -94,6 +98,7 @@ class RecurrentMatmul(NamedTuple):
     combine: Callable[[Params, Carry, Any, jax.Array], tuple[Carry, jax.Array]]
     compute_dtype: Any = None
     additive: bool = False
+    kernel: str | None = None
 
 
 class Cell(NamedTuple):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxseq import _checks
+from jaxseq import _checks, native
 from jaxseq import bptt as jaxseq_bptt
 from jaxseq.types import Carry, Cell, Params
 
@@ -46,6 +46,7 @@ def _reverse_within_lengths(
 METHODS = ("scan", "associative", "deer")
 DEER_JACOBIANS = ("full", "diag")
 BPTT = ("fused", "autodiff")
+KERNELS = ("auto", "native", "xla")
 
 
 def unroll(
@@ -62,6 +63,7 @@ def unroll(
     method: str = "scan",
     bptt: str = "fused",
     hoist: bool | None = None,
+    kernel: str = "auto",
     deer_iters: int = 100,
     deer_tol: float = 1e-5,
     deer_jacobian: str = "full",
@@ -128,6 +130,13 @@ def unroll(
         False on a CPU, where the `[T, *batch, K]` array it needs costs more than
         the one large product saves (freshly mapped memory each call; see README,
         Speed). Same results either way.
+      kernel: who computes `method="scan"` with `bptt="fused"`. "auto" (default):
+        on a CPU, the standard Elman, LSTM and GRU cells in float32 run as one
+        fused native kernel per direction (`jaxseq.native`: each step's products,
+        gates and state update in one pass, weight gradients as single products
+        after the loop), everything else as XLA's scan; "native": the kernel or
+        a ValueError saying why it cannot run here; "xla": never the kernel.
+        Same results either way, within float32 rounding.
       deer_iters: most Newton iterations before falling back (method="deer").
       deer_tol: convergence tolerance on max |Δh| / (1 + |h|) (method="deer").
       deer_jacobian: "full" (Newton, DEER) or "diag" (quasi-Newton, as in ELK).
@@ -149,6 +158,7 @@ def unroll(
         method=method,
         bptt=bptt,
         hoist=hoist,
+        kernel=kernel,
         deer_options=options,
     )
     return carry, ys
@@ -185,12 +195,16 @@ def _evaluate(
     method: str,
     bptt: str = "fused",
     hoist: bool | None = None,
+    kernel: str = "auto",
     deer_options: dict,
 ):
     """`unroll` with the method's report: `(carry, ys, info)`, info None unless method="deer"."""
     _checks.check_inputs(cell, params, xs, name="xs", time_axis=True)
     _check_method(method, unroll, remat, truncate, deer_options)
     _checks.check_option("bptt", bptt, BPTT)
+    _checks.check_option("kernel", kernel, KERNELS)
+    if kernel == "native" and method != "scan":
+        raise ValueError(f"kernel='native' computes method='scan', got method={method!r}")
     if hoist is not None and not isinstance(hoist, bool):
         raise TypeError(f"hoist must be None, True or False, got {hoist!r}")
     if method == "associative":
@@ -215,7 +229,18 @@ def _evaluate(
     info = None
     if method == "scan" or num_steps == 0:
         carry, ys = _scan(
-            cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate, bptt, hoist
+            cell,
+            params,
+            xs,
+            carry,
+            valid,
+            scan_reverse,
+            unroll,
+            remat,
+            truncate,
+            bptt,
+            hoist,
+            kernel,
         )
     else:
         carry, ys, info = _parallel(
@@ -243,11 +268,24 @@ def _parallel(cell, params, xs, carry, valid, reverse, method, deer_options):
     return carry, (ys[::-1] if reverse else ys), info
 
 
-def _scan(cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate, bptt, hoist):
-    """The sequential scan of `cell.recur`, over the hoisted projection or projecting in-step."""
+def _scan(
+    cell, params, xs, carry, valid, scan_reverse, unroll, remat, truncate, bptt, hoist, kernel
+):
+    """The sequential scan of `cell.recur`: natively, or over the hoisted or in-step projection."""
+    fused = bptt == "fused" and cell.recurrent is not None and not remat and truncate is None
+    if kernel != "xla":
+        why = native.reason_not(cell, params, xs, carry) if fused else None
+        if fused and why is None:
+            return native.scan(cell, params, xs, carry, valid, scan_reverse)
+        if kernel == "native":
+            why = why or (
+                f"it runs with bptt='fused' and without remat or truncate, got bptt={bptt!r}, "
+                f"remat={remat!r}, truncate={truncate!r}"
+            )
+            raise ValueError(f"kernel='native' cannot run {cell.name}: {why}")
     if hoist is None:  # on a CPU the [T, *batch, K] array costs more than it saves
         hoist = jax.default_backend() != "cpu"
-    if bptt == "fused" and cell.recurrent is not None and not remat and truncate is None:
+    if fused:
         return jaxseq_bptt.scan(cell, params, xs, carry, valid, scan_reverse, unroll, hoist)
     num_steps = xs.shape[0]
     order = None  # position in reading order, scanned only when truncating

@@ -71,7 +71,11 @@ def elman(
         return h_t, h_t
 
     recurrent = RecurrentMatmul(
-        weight=_common.weight_h, state=lambda h: h, combine=combine, additive=True
+        weight=_common.weight_h,
+        state=lambda h: h,
+        combine=combine,
+        additive=True,
+        kernel="elman" if activation == "tanh" else None,
     )
     name = f"elman(hidden_size={hidden_size}, activation={activation!r})"
     return _common.make_cell(name, hidden_size, init, recurrent, compute_dtype=compute_dtype)

@@ -127,5 +127,11 @@ def gru(
     )
     if reset_gate and not reset_after:
         return _common.make_cell(name, hidden_size, init, recur, compute_dtype=compute_dtype)
-    recurrent = RecurrentMatmul(weight=_common.weight_h, state=lambda h: h, combine=combine)
+    standard = reset_gate and (gate_activation, activation) == ("sigmoid", "tanh")
+    recurrent = RecurrentMatmul(
+        weight=_common.weight_h,
+        state=lambda h: h,
+        combine=combine,
+        kernel="gru" if standard else None,
+    )
     return _common.make_cell(name, hidden_size, init, recurrent, compute_dtype=compute_dtype)

@@ -150,7 +150,12 @@ def lstm(
         f"lstm(hidden_size={hidden_size}, peephole={peephole}, forget_gate={forget_gate}, "
         f"coupled={coupled}, gate_activation={gate_activation!r}, activation={activation!r})"
     )
+    standard = has_f and not peephole and (gate_activation, activation) == ("sigmoid", "tanh")
     recurrent = RecurrentMatmul(
-        weight=_common.weight_h, state=lambda c: c.h, combine=combine, additive=True
+        weight=_common.weight_h,
+        state=lambda c: c.h,
+        combine=combine,
+        additive=True,
+        kernel="lstm" if standard else None,
     )
     return _common.make_cell(name, hidden_size, init, recurrent, initial_carry, compute_dtype)

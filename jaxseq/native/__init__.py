@@ -1,0 +1,208 @@
+"""Fused CPU kernels for the Elman, LSTM and GRU layers, called through the XLA FFI.
+
+On a CPU, `jaxseq.unroll` runs the standard Elman (tanh), LSTM (sigmoid/tanh,
+forget gate, no peepholes) and GRU (reset after the product) cells in float32
+with one hand-written kernel per direction (`rnn_cpu.cc`) instead of a
+`lax.scan`, the way PyTorch runs oneDNN's RNN primitive:
+
+- forward: each step's `x_t W + h_{t-1} U`, the gates, the state and the output
+  in one pass over a tile that stays in cache (6×16 AVX2/FMA micro-kernel over
+  weights packed once per call), split over threads by hidden unit with one
+  barrier per step;
+- backward: a reverse loop that only computes the gates' pre-activation
+  gradients and ∂h_{t-1} = ∂z_t Uᵀ; the weight and input gradients are then
+  single large products over all steps in XLA.
+
+The kernel is compiled from source with the system's C++ compiler (`$CXX`, else
+`g++`) against jaxlib's FFI headers the first time it is needed, and cached in
+`$JAXSEQ_CACHE_DIR` (default `~/.cache/jaxseq`). Where it cannot be built or run
+(no compiler, no AVX2/FMA, another platform), `unroll` uses the XLA path with
+the same results; `status()` says which and why.
+
+`JAXSEQ_NATIVE_THREADS` sets the thread count (default: the CPUs this process
+may run on).
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SOURCE = Path(__file__).with_name("rnn_cpu.cc")
+_FLAGS = ("-O3", "-mavx2", "-mfma", "-std=c++17", "-fPIC", "-shared", "-w")
+CELLS = {"elman": 0, "lstm": 1, "gru": 2}
+_GATES = {"elman": 1, "lstm": 4, "gru": 3}
+_ACTS = {"elman": 1, "lstm": 4, "gru": 4}  # saved activations per unit
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("JAXSEQ_CACHE_DIR") or Path.home() / ".cache" / "jaxseq")
+
+
+def _build() -> Path:
+    """Compiles `rnn_cpu.cc` (once per source, flags and jaxlib version) and returns the library."""
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (set $CXX)")
+    include = jax.ffi.include_dir()
+    key = hashlib.sha256(
+        _SOURCE.read_bytes() + " ".join((compiler, *_FLAGS, jax.__version__)).encode()
+    ).hexdigest()[:16]
+    target = _cache_dir() / f"rnn_cpu-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        cmd = [compiler, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", str(built)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
+        os.replace(built, target)  # atomic: concurrent builders agree on the result
+    return target
+
+
+@functools.cache
+def _load() -> tuple[bool, str]:
+    """Builds, loads and registers the kernels once per process: `(ok, reason)`."""
+    if os.environ.get("JAXSEQ_NATIVE", "1") == "0":
+        return False, "disabled by JAXSEQ_NATIVE=0"
+    try:
+        lib = ctypes.CDLL(str(_build()))
+    except (OSError, RuntimeError) as error:
+        return False, f"the kernel could not be built or loaded: {error}"
+    if not lib.jaxseq_native_supported():
+        return False, "this CPU lacks AVX2/FMA"
+    for name, symbol in (("forward", lib.JaxseqRnnForward), ("backward", lib.JaxseqRnnBackward)):
+        jax.ffi.register_ffi_target(f"jaxseq_rnn_{name}", jax.ffi.pycapsule(symbol), platform="cpu")
+    return True, "built and registered"
+
+
+def status() -> tuple[bool, str]:
+    """Whether the native kernels can run in this process, and why not (builds them if needed)."""
+    return _load()
+
+
+def threads() -> int:
+    """Threads per kernel call: `$JAXSEQ_NATIVE_THREADS`, else the CPUs this process may use."""
+    value = os.environ.get("JAXSEQ_NATIVE_THREADS")
+    if value:
+        return max(1, int(value))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def reason_not(cell, params, xs, carry) -> str | None:
+    """None when `unroll` can run `cell` natively on these arguments, else why not."""
+    spec = cell.recurrent
+    kind = None if spec is None else spec.kernel
+    if kind is None:
+        return f"{cell.name} has no native kernel (standard elman, lstm and gru cells do)"
+    if spec.compute_dtype is not None:
+        return f"compute_dtype={spec.compute_dtype} (the kernels compute in float32)"
+    if jax.default_backend() != "cpu":
+        return f"the default backend is {jax.default_backend()!r}, not 'cpu'"
+    if jax.device_count() > 1:
+        return f"{jax.device_count()} devices (the kernel has no rule to split over a mesh)"
+    leaves = [params.w_x, params.w_h, params.b, *jax.tree.leaves(carry)]
+    if any(leaf.dtype != jnp.float32 for leaf in leaves):
+        return "params and carry must be float32"
+    if cell.hidden_size % 8:
+        return f"hidden_size={cell.hidden_size} is not a multiple of 8"
+    if xs.size == 0:
+        return "empty input"
+    ok, why = _load()
+    return None if ok else why
+
+
+def _call(name: str, outs, *args, cell: str, reverse: bool, masked: bool):
+    out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in outs]
+    return jax.ffi.ffi_call(f"jaxseq_rnn_{name}", out_types, vmap_method="sequential")(
+        *args,
+        cell=np.int64(CELLS[cell]),
+        reverse=np.int64(reverse),
+        threads=np.int64(threads()),
+        masked=np.int64(masked),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _run(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid):
+    return _forward_call(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save=False)[:3]
+
+
+def _forward_call(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save: bool):
+    T, B, _ = x.shape
+    H = w_h.shape[0]
+    saved = [(T, B, _ACTS[kind] * H), (T, B, H), (T, B, H) if kind == "lstm" else (0,)]
+    outs = [(T, B, H), (B, H), (B, H), *(saved if save else [(0,)] * 3)]
+    args = (x, w_x, b, w_h, b_hn, h0, c0, valid)
+    return _call("forward", outs, *args, cell=kind, reverse=reverse, masked=valid.size > 0)
+
+
+def _fwd(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid):
+    ys, hT, cT, acts, hprev, cprev = _forward_call(
+        kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save=True
+    )
+    return (ys, hT, cT), (w_x, w_h, b_hn, x, acts, hprev, cprev, valid)
+
+
+def _bwd(kind, reverse, residuals, cotangents):
+    w_x, w_h, b_hn, x, acts, hprev, cprev, valid = residuals
+    d_ys, d_hT, d_cT = cotangents
+    T, B, D = x.shape
+    H = w_h.shape[0]
+    K = _GATES[kind] * H
+    outs = [(T, B, K), (T, B, K) if kind == "gru" else (0,), (B, H), (B, H)]
+    args = (w_h, acts, hprev, cprev, valid, d_ys, d_hT, d_cT)
+    dzx, dzh, d_h0, d_c0 = _call(
+        "backward", outs, *args, cell=kind, reverse=reverse, masked=valid.size > 0
+    )
+    dz_rec = dzh if kind == "gru" else dzx
+    flat = lambda a: a.reshape(T * B, a.shape[-1])  # noqa: E731
+    d_w_h = flat(hprev).T @ flat(dz_rec)  # Σ_t h_{t-1}ᵀ ∂z_t: one product over all steps
+    d_w_x = flat(x).T @ flat(dzx)
+    d_x = dzx @ w_x.T
+    d_b = dzx.sum(axis=(0, 1))
+    d_b_hn = dzh[..., 2 * H :].sum(axis=(0, 1)) if kind == "gru" else jnp.zeros_like(b_hn)
+    return d_w_x, d_b, d_w_h, d_b_hn, d_x, d_h0, d_c0, None
+
+
+_run.defvjp(_fwd, _bwd)
+
+
+def scan(cell, params, xs, carry, valid, reverse: bool):
+    """`unroll`'s sequential scan of `cell` by the native kernels: `(final_carry, ys)`.
+
+    Args:
+      cell: a cell whose `cell.recurrent.kernel` names a kernel ("elman", "lstm", "gru");
+        check `reason_not` first.
+      params: its float32 parameters.
+      xs: `[T, *batch, in]`, any float dtype (cast to float32, as `cell.project` does).
+      carry: the initial carry (float32).
+      valid: None, or bool `[T, *batch]`: False steps keep the carry and emit zeros.
+      reverse: scan from the last step to the first.
+    """
+    ok, why = _load()
+    if not ok:
+        raise RuntimeError(f"jaxseq.native cannot run here: {why}")
+    kind = cell.recurrent.kernel
+    T, batch, D = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
+    B = int(np.prod(batch))
+    H = cell.hidden_size
+    leaves, treedef = jax.tree.flatten(carry)
+    h0 = leaves[0].reshape(B, H)
+    c0 = leaves[1].reshape(B, H) if kind == "lstm" else jnp.zeros((B, H), jnp.float32)
+    b_hn = params.b_hn if kind == "gru" else jnp.zeros((0,), jnp.float32)
+    mask = jnp.zeros((0,), bool) if valid is None else valid.reshape(T, B)
+    x = xs.astype(jnp.float32).reshape(T, B, D)
+    ys, hT, cT = _run(kind, reverse, params.w_x, params.b, params.w_h, b_hn, x, h0, c0, mask)
+    final = [hT.reshape(*batch, H)] + ([cT.reshape(*batch, H)] if kind == "lstm" else [])
+    return jax.tree.unflatten(treedef, final), ys.reshape(T, *batch, H)

@@ -1,0 +1,580 @@
+// Fused CPU kernels for the sequential core of the Elman, LSTM and GRU layers,
+// called from JAX through the XLA FFI (jaxseq/native/__init__.py builds and
+// registers them).
+//
+// What one call does, for a whole sequence (reading order t = 0..T-1, or
+// T-1..0 with `reverse`):
+//   forward:  z_t = x_t W + h_{t-1} U (+ biases); the cell's gates, state and
+//             output from z_t, all in one pass over a tile that stays in cache;
+//   backward: the gates' pre-activation gradients dz_t from the saved
+//             activations, then dh_{t-1} = dz_t U^T; the weight gradients are
+//             left to XLA as single large products over all steps.
+// Work is split over threads by hidden unit: thread k owns units
+// [j0_k, j1_k) of every gate, so a step's nonlinearities need no exchange, and
+// the threads meet at one barrier per step (after which h_t, or dz_t, is
+// complete for everyone's next product).
+//
+// The matrix products use a 6x16 AVX2/FMA register-blocked micro-kernel over
+// weights packed once per call into column panels (the BLIS layout).
+// Steps past a sequence's length (valid[t, b] false) keep the carry and emit
+// zeros, as jaxseq.unroll does.
+
+#include <immintrin.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kElman = 0;
+constexpr int kLstm = 1;
+constexpr int kGru = 2;
+
+// ---------------------------------------------------------------- math (AVX2)
+
+inline __m256 v_exp(__m256 x) {  // Cephes expf, ~1 ulp on [-88, 88]
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+  x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
+  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i n = _mm256_cvtps_epi32(fx);
+  n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+inline __m256 v_sigmoid(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, v_exp(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+inline __m256 v_tanh(__m256 x) {  // Eigen's rational 13/6 approximation (as XLA's CPU tanh)
+  const __m256 bound = _mm256_set1_ps(7.90531110763549805f);
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_sub_ps(_mm256_setzero_ps(), bound)), bound);
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(-2.76076847742355e-16f);
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
+  p = _mm256_mul_ps(p, x);
+  __m256 q = _mm256_set1_ps(1.19825839466702e-06f);
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
+  return _mm256_div_ps(p, q);
+}
+
+// ------------------------------------------------------------ packed products
+
+// Column panels of 16 (and one of 8 at the end when the count is 8 mod 16),
+// each stored k-major: panel at column c0 of width w holds src(k, c0 + c) at
+// [c0 * K + k * w + c].
+template <typename Src>
+void pack(float* dst, int K, int N, Src src) {
+  for (int c0 = 0; c0 < N; c0 += 16) {
+    const int w = std::min(16, N - c0);
+    float* p = dst + static_cast<int64_t>(c0) * K;
+    for (int k = 0; k < K; ++k)
+      for (int c = 0; c < w; ++c) p[k * w + c] = src(k, c0 + c);
+  }
+}
+
+template <int MR, int NV>
+inline void micro(int K, const float* A, int lda, const float* P, float* C, int ldc,
+                  bool accumulate) {
+  __m256 acc[MR][NV];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = accumulate ? _mm256_loadu_ps(C + r * ldc + 8 * v) : _mm256_setzero_ps();
+  for (int k = 0; k < K; ++k) {
+    __m256 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(P + k * (8 * NV) + 8 * v);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
+}
+
+template <int NV>
+inline void micro_rows(int mr, int K, const float* A, int lda, const float* P, float* C,
+                       int ldc, bool accumulate) {
+  switch (mr) {
+    case 6: micro<6, NV>(K, A, lda, P, C, ldc, accumulate); break;
+    case 5: micro<5, NV>(K, A, lda, P, C, ldc, accumulate); break;
+    case 4: micro<4, NV>(K, A, lda, P, C, ldc, accumulate); break;
+    case 3: micro<3, NV>(K, A, lda, P, C, ldc, accumulate); break;
+    case 2: micro<2, NV>(K, A, lda, P, C, ldc, accumulate); break;
+    default: micro<1, NV>(K, A, lda, P, C, ldc, accumulate); break;
+  }
+}
+
+// C[M, N] (+)= A[M, K] @ packed[K, N]; N a multiple of 8.
+void gemm(int M, int K, const float* A, int lda, const float* P, int N, float* C, int ldc,
+          bool accumulate) {
+  for (int c0 = 0; c0 < N; c0 += 16) {
+    const int w = std::min(16, N - c0);
+    const float* panel = P + static_cast<int64_t>(c0) * K;
+    for (int r0 = 0; r0 < M; r0 += 6) {
+      const int mr = std::min(6, M - r0);
+      if (w == 16)
+        micro_rows<2>(mr, K, A + r0 * lda, lda, panel, C + r0 * ldc + c0, ldc, accumulate);
+      else
+        micro_rows<1>(mr, K, A + r0 * lda, lda, panel, C + r0 * ldc + c0, ldc, accumulate);
+    }
+  }
+}
+
+// ------------------------------------------------------------------- threads
+
+class Barrier {  // sense-reversing spin barrier; yields after a short spin
+ public:
+  explicit Barrier(int n) : n_(n), count_(n), sense_(false) {}
+  void wait(bool& local_sense) {
+    local_sense = !local_sense;
+    if (count_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      count_.store(n_, std::memory_order_relaxed);
+      sense_.store(local_sense, std::memory_order_release);
+      return;
+    }
+    int spins = 0;
+    while (sense_.load(std::memory_order_acquire) != local_sense) {
+      if (++spins < 4000) {
+        _mm_pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  const int n_;
+  std::atomic<int> count_;
+  std::atomic<bool> sense_;
+};
+
+// One thread's share: batch rows [b0, b1) and hidden units [j0, j1) of every gate.
+struct Part {
+  int b0, b1, j0, j1;
+};
+
+// Splits the batch over threads where each gets at least 4 rows (the threads then
+// never wait for each other), else the hidden units in blocks of 8 (one barrier
+// per step). `shared` says whether the parts must meet at every step.
+std::vector<Part> partition(int B, int H, int threads, bool& shared) {
+  std::vector<Part> parts;
+  threads = std::max(1, threads);
+  if (B >= 4 * threads || H / 8 < 2) {
+    threads = std::max(1, std::min(threads, B / 4));
+    for (int k = 0; k < threads; ++k) parts.push_back({B * k / threads, B * (k + 1) / threads, 0, H});
+    shared = false;
+  } else {
+    const int blocks = H / 8;
+    threads = std::min(threads, blocks);
+    for (int k = 0; k < threads; ++k)
+      parts.push_back({0, B, 8 * (blocks * k / threads), 8 * (blocks * (k + 1) / threads)});
+    shared = threads > 1;
+  }
+  return parts;
+}
+
+template <typename F>
+void run_threads(const std::vector<Part>& parts, bool shared, F body) {
+  const int n = static_cast<int>(parts.size());
+  std::vector<std::unique_ptr<Barrier>> barriers;
+  for (int k = 0; k < (shared ? 1 : n); ++k) barriers.emplace_back(new Barrier(shared ? n : 1));
+  auto run = [&](int k) {
+    bool sense = false;
+    body(parts[k], *barriers[shared ? 0 : k], sense);
+  };
+  std::vector<std::thread> pool;
+  for (int k = 1; k < n; ++k) pool.emplace_back(run, k);
+  run(0);
+  for (auto& t : pool) t.join();
+}
+
+int num_gates(int cell) { return cell == kLstm ? 4 : (cell == kGru ? 3 : 1); }
+int num_acts(int cell) { return cell == kElman ? 1 : 4; }
+
+struct Shapes {
+  int T, B, D, H;
+};
+
+// ------------------------------------------------------------------- forward
+
+struct Forward {
+  int cell;
+  bool reverse;
+  Shapes s;
+  const float *xs, *w_x, *b, *w_h, *b_hn, *h0, *c0;
+  const bool* valid;
+  float *ys, *hT, *cT;
+  float *acts, *hprev, *cprev;  // residuals for the backward pass; null when not saved
+};
+
+void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_buf,
+                    Barrier& barrier, bool& sense) {
+  const int j0 = part.j0, j1 = part.j1, b0 = part.b0, b1 = part.b1, M = b1 - b0;
+  const int T = f.s.T, B = f.s.B, D = f.s.D, H = f.s.H;
+  const int G = num_gates(f.cell), A = num_acts(f.cell);
+  const int n = j1 - j0, N = G * n;
+  // this thread's columns of W and U, gate-major: column g * n + jj is g * H + j0 + jj
+  std::vector<float> wp(static_cast<size_t>(D) * N), up(static_cast<size_t>(H) * N);
+  pack(wp.data(), D, N, [&](int k, int c) { return f.w_x[k * G * H + (c / n) * H + j0 + c % n]; });
+  pack(up.data(), H, N, [&](int k, int c) { return f.w_h[k * G * H + (c / n) * H + j0 + c % n]; });
+  // zx, zh and c are indexed by the row b - b0 of this thread's rows
+  std::vector<float> zx(static_cast<size_t>(M) * N), zh(f.cell == kGru ? M * N : 0);
+  std::vector<float> c(f.cell == kLstm ? M * n : 0);
+  if (f.cell == kLstm)
+    for (int b = b0; b < b1; ++b)
+      std::memcpy(&c[(b - b0) * n], f.c0 + b * H + j0, n * sizeof(float));
+  float* h_cur = h_buf.data();
+  float* h_next = h_buf.data() + B * H;
+  for (int b = b0; b < b1; ++b)
+    std::memcpy(h_cur + b * H + j0, f.h0 + b * H + j0, n * sizeof(float));
+  barrier.wait(sense);
+  const __m256 one = _mm256_set1_ps(1.0f);
+
+  for (int step = 0; step < T; ++step) {
+    const int t = f.reverse ? T - 1 - step : step;
+    const float* x_t = f.xs + static_cast<int64_t>(t) * B * D;
+    gemm(M, D, x_t + b0 * D, D, wp.data(), N, zx.data(), N, false);
+    if (f.cell == kGru) {
+      gemm(M, H, h_cur + b0 * H, H, up.data(), N, zh.data(), N, false);
+    } else {
+      gemm(M, H, h_cur + b0 * H, H, up.data(), N, zx.data(), N, true);
+    }
+    const int64_t row = static_cast<int64_t>(t) * B;
+    for (int b = b0; b < b1; ++b) {
+      const bool ok = f.valid == nullptr || f.valid[row + b];
+      float* y = f.ys + (row + b) * H;
+      const float* hp = h_cur + b * H;
+      float* hn = h_next + b * H;
+      float* act = f.acts ? f.acts + (row + b) * A * H : nullptr;
+      if (f.hprev) std::memcpy(f.hprev + (row + b) * H + j0, hp + j0, n * sizeof(float));
+      if (f.cprev) std::memcpy(f.cprev + (row + b) * H + j0, &c[(b - b0) * n], n * sizeof(float));
+      if (!ok) {
+        std::memcpy(hn + j0, hp + j0, n * sizeof(float));
+        std::memset(y + j0, 0, n * sizeof(float));
+        if (act)
+          for (int a = 0; a < A; ++a) std::memset(act + a * H + j0, 0, n * sizeof(float));
+        continue;
+      }
+      const float* z = &zx[(b - b0) * N];
+      for (int jj = 0; jj < n; jj += 8) {
+        const int j = j0 + jj;
+        if (f.cell == kElman) {
+          __m256 h = v_tanh(_mm256_add_ps(_mm256_loadu_ps(z + jj), _mm256_loadu_ps(f.b + j)));
+          _mm256_storeu_ps(hn + j, h);
+          _mm256_storeu_ps(y + j, h);
+          if (act) _mm256_storeu_ps(act + j, h);
+        } else if (f.cell == kLstm) {
+          __m256 i = v_sigmoid(_mm256_add_ps(_mm256_loadu_ps(z + jj), _mm256_loadu_ps(f.b + j)));
+          __m256 fg = v_sigmoid(
+              _mm256_add_ps(_mm256_loadu_ps(z + n + jj), _mm256_loadu_ps(f.b + H + j)));
+          __m256 g = v_tanh(
+              _mm256_add_ps(_mm256_loadu_ps(z + 2 * n + jj), _mm256_loadu_ps(f.b + 2 * H + j)));
+          __m256 o = v_sigmoid(
+              _mm256_add_ps(_mm256_loadu_ps(z + 3 * n + jj), _mm256_loadu_ps(f.b + 3 * H + j)));
+          float* cc = &c[(b - b0) * n + jj];
+          __m256 ct = _mm256_fmadd_ps(fg, _mm256_loadu_ps(cc), _mm256_mul_ps(i, g));
+          _mm256_storeu_ps(cc, ct);
+          __m256 h = _mm256_mul_ps(o, v_tanh(ct));
+          _mm256_storeu_ps(hn + j, h);
+          _mm256_storeu_ps(y + j, h);
+          if (act) {
+            _mm256_storeu_ps(act + j, i);
+            _mm256_storeu_ps(act + H + j, fg);
+            _mm256_storeu_ps(act + 2 * H + j, g);
+            _mm256_storeu_ps(act + 3 * H + j, o);
+          }
+        } else {  // GRU, reset after the product: n = tanh(x_n + r * (h U_n + b_hn))
+          const float* zr = &zh[(b - b0) * N];
+          __m256 r = v_sigmoid(_mm256_add_ps(
+              _mm256_add_ps(_mm256_loadu_ps(z + jj), _mm256_loadu_ps(zr + jj)),
+              _mm256_loadu_ps(f.b + j)));
+          __m256 u = v_sigmoid(_mm256_add_ps(
+              _mm256_add_ps(_mm256_loadu_ps(z + n + jj), _mm256_loadu_ps(zr + n + jj)),
+              _mm256_loadu_ps(f.b + H + j)));
+          __m256 hh = _mm256_add_ps(_mm256_loadu_ps(zr + 2 * n + jj), _mm256_loadu_ps(f.b_hn + j));
+          __m256 cand = v_tanh(_mm256_fmadd_ps(
+              r, hh, _mm256_add_ps(_mm256_loadu_ps(z + 2 * n + jj), _mm256_loadu_ps(f.b + 2 * H + j))));
+          __m256 h_old = _mm256_loadu_ps(hp + j);
+          __m256 h = _mm256_fmadd_ps(_mm256_sub_ps(one, u), cand, _mm256_mul_ps(u, h_old));
+          _mm256_storeu_ps(hn + j, h);
+          _mm256_storeu_ps(y + j, h);
+          if (act) {
+            _mm256_storeu_ps(act + j, r);
+            _mm256_storeu_ps(act + H + j, u);
+            _mm256_storeu_ps(act + 2 * H + j, cand);
+            _mm256_storeu_ps(act + 3 * H + j, hh);
+          }
+        }
+      }
+    }
+    barrier.wait(sense);  // h_next complete: every thread's next product reads all of it
+    std::swap(h_cur, h_next);
+  }
+  for (int b = b0; b < b1; ++b) {
+    std::memcpy(f.hT + b * H + j0, h_cur + b * H + j0, n * sizeof(float));
+    if (f.cell == kLstm) std::memcpy(f.cT + b * H + j0, &c[(b - b0) * n], n * sizeof(float));
+  }
+}
+
+// ------------------------------------------------------------------ backward
+
+struct Backward {
+  int cell;
+  bool reverse;
+  Shapes s;
+  const float *w_h, *acts, *hprev, *cprev, *dys, *dhT, *dcT;
+  const bool* valid;
+  float *dzx, *dzh;  // dzh: the recurrent product's share (GRU only; else dzx serves both)
+  float *dh0, *dc0;
+};
+
+void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool& sense) {
+  const int j0 = part.j0, j1 = part.j1, b0 = part.b0, b1 = part.b1, M = b1 - b0;
+  const int T = f.s.T, B = f.s.B, H = f.s.H;
+  const int G = num_gates(f.cell), A = num_acts(f.cell);
+  const int n = j1 - j0, K = G * H;
+  // U^T restricted to this thread's units: [G*H, n]
+  std::vector<float> utp(static_cast<size_t>(K) * n);
+  pack(utp.data(), K, n, [&](int k, int c) { return f.w_h[(j0 + c) * K + k]; });
+  // dh, dc, direct and prod are indexed by the row b - b0 of this thread's rows
+  std::vector<float> dh(M * n), dc(f.cell == kLstm ? M * n : 0), direct(M * n), prod(M * n);
+  for (int b = b0; b < b1; ++b) {
+    std::memcpy(&dh[(b - b0) * n], f.dhT + b * H + j0, n * sizeof(float));
+    if (f.cell == kLstm) std::memcpy(&dc[(b - b0) * n], f.dcT + b * H + j0, n * sizeof(float));
+  }
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const float* dz_rec = f.cell == kGru ? f.dzh : f.dzx;
+
+  for (int step = T - 1; step >= 0; --step) {
+    const int t = f.reverse ? T - 1 - step : step;
+    const int64_t row = static_cast<int64_t>(t) * B;
+    for (int b = b0; b < b1; ++b) {
+      const int q = (b - b0) * n;
+      const bool ok = f.valid == nullptr || f.valid[row + b];
+      float* dzx = f.dzx + (row + b) * K;
+      float* dzh = f.dzh ? f.dzh + (row + b) * K : nullptr;
+      if (!ok) {  // the carry passed through untouched: so does its gradient
+        for (int g = 0; g < G; ++g) {
+          std::memset(dzx + g * H + j0, 0, n * sizeof(float));
+          if (dzh) std::memset(dzh + g * H + j0, 0, n * sizeof(float));
+        }
+        std::memcpy(&direct[q], &dh[q], n * sizeof(float));
+        continue;
+      }
+      const float* act = f.acts + (row + b) * A * H;
+      const float* dy = f.dys + (row + b) * H;
+      for (int jj = 0; jj < n; jj += 8) {
+        const int j = j0 + jj;
+        const __m256 d = _mm256_add_ps(_mm256_loadu_ps(&dh[q + jj]), _mm256_loadu_ps(dy + j));
+        if (f.cell == kElman) {
+          const __m256 h = _mm256_loadu_ps(act + j);
+          _mm256_storeu_ps(dzx + j, _mm256_mul_ps(d, _mm256_fnmadd_ps(h, h, one)));
+          _mm256_storeu_ps(&direct[q + jj], _mm256_setzero_ps());
+        } else if (f.cell == kLstm) {
+          const __m256 i = _mm256_loadu_ps(act + j), fg = _mm256_loadu_ps(act + H + j);
+          const __m256 g = _mm256_loadu_ps(act + 2 * H + j), o = _mm256_loadu_ps(act + 3 * H + j);
+          const __m256 cp = _mm256_loadu_ps(f.cprev + (row + b) * H + j);
+          const __m256 tc = v_tanh(_mm256_fmadd_ps(fg, cp, _mm256_mul_ps(i, g)));
+          const __m256 dct = _mm256_fmadd_ps(_mm256_mul_ps(d, o), _mm256_fnmadd_ps(tc, tc, one),
+                                             _mm256_loadu_ps(&dc[q + jj]));
+          _mm256_storeu_ps(&dc[q + jj], _mm256_mul_ps(dct, fg));
+          const __m256 di = _mm256_mul_ps(dct, g), dg = _mm256_mul_ps(dct, i);
+          const __m256 df = _mm256_mul_ps(dct, cp), dout = _mm256_mul_ps(d, tc);
+          _mm256_storeu_ps(dzx + j, _mm256_mul_ps(di, _mm256_mul_ps(i, _mm256_sub_ps(one, i))));
+          _mm256_storeu_ps(dzx + H + j,
+                           _mm256_mul_ps(df, _mm256_mul_ps(fg, _mm256_sub_ps(one, fg))));
+          _mm256_storeu_ps(dzx + 2 * H + j, _mm256_mul_ps(dg, _mm256_fnmadd_ps(g, g, one)));
+          _mm256_storeu_ps(dzx + 3 * H + j,
+                           _mm256_mul_ps(dout, _mm256_mul_ps(o, _mm256_sub_ps(one, o))));
+          _mm256_storeu_ps(&direct[q + jj], _mm256_setzero_ps());
+        } else {
+          const __m256 r = _mm256_loadu_ps(act + j), u = _mm256_loadu_ps(act + H + j);
+          const __m256 cand = _mm256_loadu_ps(act + 2 * H + j);
+          const __m256 hh = _mm256_loadu_ps(act + 3 * H + j);
+          const __m256 hp = _mm256_loadu_ps(f.hprev + (row + b) * H + j);
+          const __m256 du = _mm256_mul_ps(d, _mm256_sub_ps(hp, cand));
+          const __m256 dn = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_sub_ps(one, u)),
+                                          _mm256_fnmadd_ps(cand, cand, one));
+          const __m256 dr = _mm256_mul_ps(_mm256_mul_ps(dn, hh),
+                                          _mm256_mul_ps(r, _mm256_sub_ps(one, r)));
+          const __m256 dpu = _mm256_mul_ps(du, _mm256_mul_ps(u, _mm256_sub_ps(one, u)));
+          _mm256_storeu_ps(dzx + j, dr);
+          _mm256_storeu_ps(dzx + H + j, dpu);
+          _mm256_storeu_ps(dzx + 2 * H + j, dn);
+          _mm256_storeu_ps(dzh + j, dr);
+          _mm256_storeu_ps(dzh + H + j, dpu);
+          _mm256_storeu_ps(dzh + 2 * H + j, _mm256_mul_ps(dn, r));
+          _mm256_storeu_ps(&direct[q + jj], _mm256_mul_ps(d, u));
+        }
+      }
+    }
+    barrier.wait(sense);  // dz_t complete for every unit: each thread's product reads all of it
+    gemm(M, K, dz_rec + (row + b0) * K, K, utp.data(), n, prod.data(), n, false);
+    for (int q = 0; q < M * n; ++q) dh[q] = prod[q] + direct[q];
+    // no second barrier: the next step's elementwise part reads only this thread's
+    // units of dh, and writes dz_{t-1}, which no product reads before the next barrier
+  }
+  for (int b = b0; b < b1; ++b) {
+    std::memcpy(f.dh0 + b * H + j0, &dh[(b - b0) * n], n * sizeof(float));
+    if (f.cell == kLstm) std::memcpy(f.dc0 + b * H + j0, &dc[(b - b0) * n], n * sizeof(float));
+  }
+}
+
+// ---------------------------------------------------------------- FFI glue
+
+template <ffi::DataType T>
+auto dims(const ffi::Buffer<T>& x) {
+  return x.dimensions();
+}
+
+ffi::Error check_cell(int64_t cell, int64_t H) {
+  if (cell < kElman || cell > kGru) return ffi::Error::InvalidArgument("jaxseq native: unknown cell");
+  if (H % 8 != 0) return ffi::Error::InvalidArgument("jaxseq native: hidden size must be a multiple of 8");
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> b,
+                       ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_hn,
+                       ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                       ffi::Buffer<ffi::PRED> valid, int64_t cell, int64_t reverse, int64_t threads,
+                       int64_t masked, ffi::ResultBuffer<ffi::F32> ys,
+                       ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> cT,
+                       ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> hprev,
+                       ffi::ResultBuffer<ffi::F32> cprev) {
+  auto xd = xs.dimensions();
+  if (xd.size() != 3) return ffi::Error::InvalidArgument("jaxseq native: xs must be [T, B, D]");
+  Shapes s{static_cast<int>(xd[0]), static_cast<int>(xd[1]), static_cast<int>(xd[2]),
+           static_cast<int>(h0.dimensions()[1])};
+  if (auto e = check_cell(cell, s.H); e.failure()) return e;
+  const bool save = acts->element_count() > 0;
+  Forward f{static_cast<int>(cell), reverse != 0, s, xs.typed_data(), w_x.typed_data(),
+            b.typed_data(), w_h.typed_data(), b_hn.typed_data(), h0.typed_data(),
+            c0.typed_data(), masked ? valid.typed_data() : nullptr, ys->typed_data(),
+            hT->typed_data(), cT->typed_data(), save ? acts->typed_data() : nullptr,
+            save ? hprev->typed_data() : nullptr,
+            save && cell == kLstm ? cprev->typed_data() : nullptr};
+  if (cell != kLstm) std::memset(f.cT, 0, cT->size_bytes());
+  if (s.T == 0) {
+    std::memcpy(f.hT, f.h0, hT->size_bytes());
+    if (cell == kLstm) std::memcpy(f.cT, f.c0, cT->size_bytes());
+    return ffi::Error::Success();
+  }
+  bool shared = false;
+  const auto parts = partition(s.B, s.H, static_cast<int>(threads), shared);
+  std::vector<float> h_buf(2 * static_cast<size_t>(s.B) * s.H);
+  run_threads(parts, shared, [&](const Part& part, Barrier& barrier, bool& sense) {
+    forward_thread(f, part, h_buf, barrier, sense);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
+                        ffi::Buffer<ffi::F32> hprev, ffi::Buffer<ffi::F32> cprev,
+                        ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> dys,
+                        ffi::Buffer<ffi::F32> dhT, ffi::Buffer<ffi::F32> dcT, int64_t cell,
+                        int64_t reverse, int64_t threads, int64_t masked,
+                        ffi::ResultBuffer<ffi::F32> dzx, ffi::ResultBuffer<ffi::F32> dzh,
+                        ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0) {
+  auto yd = dys.dimensions();
+  if (yd.size() != 3) return ffi::Error::InvalidArgument("jaxseq native: dys must be [T, B, H]");
+  Shapes s{static_cast<int>(yd[0]), static_cast<int>(yd[1]), 0, static_cast<int>(yd[2])};
+  if (auto e = check_cell(cell, s.H); e.failure()) return e;
+  Backward f{static_cast<int>(cell), reverse != 0, s, w_h.typed_data(), acts.typed_data(),
+             hprev.typed_data(), cprev.typed_data(), dys.typed_data(), dhT.typed_data(),
+             dcT.typed_data(), masked ? valid.typed_data() : nullptr, dzx->typed_data(),
+             cell == kGru ? dzh->typed_data() : nullptr, dh0->typed_data(), dc0->typed_data()};
+  if (cell != kLstm) std::memset(f.dc0, 0, dc0->size_bytes());
+  if (s.T == 0) {
+    std::memcpy(f.dh0, f.dhT, dh0->size_bytes());
+    if (cell == kLstm) std::memcpy(f.dc0, f.dcT, dc0->size_bytes());
+    return ffi::Error::Success();
+  }
+  bool shared = false;
+  const auto parts = partition(s.B, s.H, static_cast<int>(threads), shared);
+  run_threads(parts, shared, [&](const Part& part, Barrier& barrier, bool& sense) {
+    backward_thread(f, part, barrier, sense);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+extern "C" int jaxseq_native_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxseqRnnForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Attr<int64_t>("cell")
+                                  .Attr<int64_t>("reverse")
+                                  .Attr<int64_t>("threads")
+                                  .Attr<int64_t>("masked")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxseqRnnBackward, BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("cell")
+                                  .Attr<int64_t>("reverse")
+                                  .Attr<int64_t>("threads")
+                                  .Attr<int64_t>("masked")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
