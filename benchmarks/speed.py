@@ -4,7 +4,10 @@ For each cell (LSTM, GRU), mode and shape (T, B, D, H):
   forward: `ys` for the whole sequence (PyTorch under `torch.no_grad()`);
   train:   forward + BPTT to every parameter, loss = Σ ys² (value and gradient).
 Implementations: `jaxseq.unroll(jaxseq.lstm(H) / jaxseq.gru(H), params, xs, **kwargs)`
-for each entry of `JAXSEQ_VARIANTS`; Flax `nn.RNN(nn.OptimizedLSTMCell / nn.GRUCell,
+for each entry of `JAXSEQ_VARIANTS` (`jaxseq`: the default, on a CPU the fused
+native kernel of `jaxseq.native`; `jaxseq-xla`: XLA's scan with the sequence-level
+VJP; `jaxseq-autodiff`: XLA's scan differentiated step by step); Flax
+`nn.RNN(nn.OptimizedLSTMCell / nn.GRUCell,
 time_major=True)`; Haiku `hk.dynamic_unroll(hk.LSTM / hk.GRU)` and Equinox
 `eqx.nn.LSTMCell / GRUCell` under `lax.scan` + `vmap` (each only where installed);
 PyTorch `nn.LSTM / nn.GRU` on the CPU with `torch.set_num_threads(2)`.
@@ -16,7 +19,9 @@ every round and measures this machine's dense float32 rate (2048² @ 2048², JAX
 Reported per (cell, mode, shape, impl), over all rounds' timed steps:
   median and fastest ms per step; compile s: `jax.jit(f).lower(...).compile()`;
   peak memory: temp + argument + output − alias bytes of
-    `compiled.memory_analysis()` (JAX only; None for PyTorch);
+    `compiled.memory_analysis()` (JAX only; None for PyTorch). The native
+    kernel's own scratch (weights packed per thread, ≈ 4·(D+H)·G·H bytes per
+    thread, and one tile per thread) is outside XLA's buffers and not counted;
   GFLOP/s from the analytic count: forward ≈ 2·T·B·(D+H)·G·H (G = 4 for LSTM,
     3 for GRU; elementwise work ignored), train step ≈ 3× forward;
   % of the matmul rate measured in the same run;
@@ -62,8 +67,9 @@ SHAPES = {  # (T, B, D, H), as in PERF_NOTES.md
 # --impls (e.g. `"jaxseq-autodiff": {"bptt": "autodiff"},`). A variant whose kwargs
 # `unroll` rejects with a TypeError is skipped with its message, not run.
 JAXSEQ_VARIANTS = {
-    "jaxseq": {},
-    "jaxseq-autodiff": {"bptt": "autodiff"},
+    "jaxseq": {},  # on a CPU: the fused native kernel (jaxseq.native) where it applies
+    "jaxseq-xla": {"kernel": "xla"},  # XLA's scan with the sequence-level VJP (jaxseq.bptt)
+    "jaxseq-autodiff": {"bptt": "autodiff"},  # XLA's scan, differentiated step by step
 }
 ANCHORS = {"flax": "flax", "haiku": "haiku", "equinox": "equinox", "torch": "torch"}
 TINY = dict(shapes="tiny", rounds=1, steps=2, warmup=1, matmul_size=128)

@@ -274,14 +274,16 @@ def _scan(
     """The sequential scan of `cell.recur`: natively, or over the hoisted or in-step projection."""
     fused = bptt == "fused" and cell.recurrent is not None and not remat and truncate is None
     if kernel != "xla":
-        why = native.reason_not(cell, params, xs, carry) if fused else None
-        if fused and why is None:
-            return native.scan(cell, params, xs, carry, valid, scan_reverse)
-        if kernel == "native":
-            why = why or (
+        if bptt != "fused" or remat or truncate is not None:
+            why = (
                 f"it runs with bptt='fused' and without remat or truncate, got bptt={bptt!r}, "
                 f"remat={remat!r}, truncate={truncate!r}"
             )
+        else:
+            why = native.reason_not(cell, params, xs, carry)
+        if why is None:
+            return native.scan(cell, params, xs, carry, valid, scan_reverse)
+        if kernel == "native":
             raise ValueError(f"kernel='native' cannot run {cell.name}: {why}")
     if hoist is None:  # on a CPU the [T, *batch, K] array costs more than it saves
         hoist = jax.default_backend() != "cpu"

@@ -104,7 +104,7 @@ def reason_not(cell, params, xs, carry) -> str | None:
     spec = cell.recurrent
     kind = None if spec is None else spec.kernel
     if kind is None:
-        return f"{cell.name} has no native kernel (standard elman, lstm and gru cells do)"
+        return "it has no native kernel (the standard elman, lstm and gru cells do)"
     if spec.compute_dtype is not None:
         return f"compute_dtype={spec.compute_dtype} (the kernels compute in float32)"
     if jax.default_backend() != "cpu":
@@ -116,21 +116,38 @@ def reason_not(cell, params, xs, carry) -> str | None:
         return "params and carry must be float32"
     if cell.hidden_size % 8:
         return f"hidden_size={cell.hidden_size} is not a multiple of 8"
-    if xs.size == 0:
-        return "empty input"
+    if xs.size == 0 and xs.shape[0] > 0:
+        return "empty batch or input features"
     ok, why = _load()
     return None if ok else why
 
 
-def _call(name: str, outs, *args, cell: str, reverse: bool, masked: bool):
+HIGHER_ORDER = (
+    "jaxseq's native kernel gives first-order reverse-mode derivatives only (jax.grad, "
+    "jax.vjp); for second derivatives (Hessian-vector products, grad of grad) pass "
+    "kernel='xla' to unroll (or set JAXSEQ_NATIVE=0)"
+)
+
+
+def _call(name: str, outs, *args, cell: str, reverse: bool, masked: bool) -> tuple:
     out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in outs]
-    return jax.ffi.ffi_call(f"jaxseq_rnn_{name}", out_types, vmap_method="sequential")(
-        *args,
+    kernel = jax.ffi.ffi_call(f"jaxseq_rnn_{name}", out_types, vmap_method="sequential")
+    attrs = dict(
         cell=np.int64(CELLS[cell]),
         reverse=np.int64(reverse),
         threads=np.int64(threads()),
         masked=np.int64(masked),
     )
+
+    @jax.custom_jvp
+    def call(*args):
+        return tuple(kernel(*args, **attrs))
+
+    @call.defjvp
+    def no_jvp(primals, tangents):  # reached by differentiating the VJP itself
+        raise TypeError(HIGHER_ORDER)
+
+    return call(*args)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))

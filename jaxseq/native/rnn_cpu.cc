@@ -66,6 +66,20 @@ inline __m256 v_sigmoid(__m256 x) {
   return _mm256_div_ps(one, _mm256_add_ps(one, v_exp(_mm256_sub_ps(_mm256_setzero_ps(), x))));
 }
 
+inline __m256 v_tanh(__m256 x);
+
+// z[0:n) = act(z + bias (+ other)), in place. One short loop per gate block keeps
+// many independent vectors in flight (a loop over all gates of a unit at once is
+// bound by the latency of its exp -> divide -> tanh chain).
+template <bool kSigmoid>
+inline void activate(float* z, const float* bias, const float* other, int n) {
+  for (int jj = 0; jj < n; jj += 8) {
+    __m256 v = _mm256_add_ps(_mm256_loadu_ps(z + jj), _mm256_loadu_ps(bias + jj));
+    if (other) v = _mm256_add_ps(v, _mm256_loadu_ps(other + jj));
+    _mm256_storeu_ps(z + jj, kSigmoid ? v_sigmoid(v) : v_tanh(v));
+  }
+}
+
 inline __m256 v_tanh(__m256 x) {  // Eigen's rational 13/6 approximation (as XLA's CPU tanh)
   const __m256 bound = _mm256_set1_ps(7.90531110763549805f);
   x = _mm256_min_ps(_mm256_max_ps(x, _mm256_sub_ps(_mm256_setzero_ps(), bound)), bound);
@@ -290,22 +304,29 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
           for (int a = 0; a < A; ++a) std::memset(act + a * H + j0, 0, n * sizeof(float));
         continue;
       }
-      const float* z = &zx[(b - b0) * N];
+      float* z = &zx[(b - b0) * N];
+      const float* zr = f.cell == kGru ? &zh[(b - b0) * N] : nullptr;
+      if (f.cell == kElman) {
+        activate<false>(z, f.b + j0, nullptr, n);
+      } else if (f.cell == kLstm) {
+        activate<true>(z, f.b + j0, nullptr, 2 * n == 2 * H ? 2 * n : n);
+        if (n != H) activate<true>(z + n, f.b + H + j0, nullptr, n);
+        activate<false>(z + 2 * n, f.b + 2 * H + j0, nullptr, n);
+        activate<true>(z + 3 * n, f.b + 3 * H + j0, nullptr, n);
+      } else {
+        activate<true>(z, f.b + j0, zr, n == H ? 2 * n : n);
+        if (n != H) activate<true>(z + n, f.b + H + j0, zr + n, n);
+      }
       for (int jj = 0; jj < n; jj += 8) {
         const int j = j0 + jj;
         if (f.cell == kElman) {
-          __m256 h = v_tanh(_mm256_add_ps(_mm256_loadu_ps(z + jj), _mm256_loadu_ps(f.b + j)));
+          __m256 h = _mm256_loadu_ps(z + jj);
           _mm256_storeu_ps(hn + j, h);
           _mm256_storeu_ps(y + j, h);
           if (act) _mm256_storeu_ps(act + j, h);
         } else if (f.cell == kLstm) {
-          __m256 i = v_sigmoid(_mm256_add_ps(_mm256_loadu_ps(z + jj), _mm256_loadu_ps(f.b + j)));
-          __m256 fg = v_sigmoid(
-              _mm256_add_ps(_mm256_loadu_ps(z + n + jj), _mm256_loadu_ps(f.b + H + j)));
-          __m256 g = v_tanh(
-              _mm256_add_ps(_mm256_loadu_ps(z + 2 * n + jj), _mm256_loadu_ps(f.b + 2 * H + j)));
-          __m256 o = v_sigmoid(
-              _mm256_add_ps(_mm256_loadu_ps(z + 3 * n + jj), _mm256_loadu_ps(f.b + 3 * H + j)));
+          __m256 i = _mm256_loadu_ps(z + jj), fg = _mm256_loadu_ps(z + n + jj);
+          __m256 g = _mm256_loadu_ps(z + 2 * n + jj), o = _mm256_loadu_ps(z + 3 * n + jj);
           float* cc = &c[(b - b0) * n + jj];
           __m256 ct = _mm256_fmadd_ps(fg, _mm256_loadu_ps(cc), _mm256_mul_ps(i, g));
           _mm256_storeu_ps(cc, ct);
@@ -319,13 +340,7 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
             _mm256_storeu_ps(act + 3 * H + j, o);
           }
         } else {  // GRU, reset after the product: n = tanh(x_n + r * (h U_n + b_hn))
-          const float* zr = &zh[(b - b0) * N];
-          __m256 r = v_sigmoid(_mm256_add_ps(
-              _mm256_add_ps(_mm256_loadu_ps(z + jj), _mm256_loadu_ps(zr + jj)),
-              _mm256_loadu_ps(f.b + j)));
-          __m256 u = v_sigmoid(_mm256_add_ps(
-              _mm256_add_ps(_mm256_loadu_ps(z + n + jj), _mm256_loadu_ps(zr + n + jj)),
-              _mm256_loadu_ps(f.b + H + j)));
+          __m256 r = _mm256_loadu_ps(z + jj), u = _mm256_loadu_ps(z + n + jj);
           __m256 hh = _mm256_add_ps(_mm256_loadu_ps(zr + 2 * n + jj), _mm256_loadu_ps(f.b_hn + j));
           __m256 cand = v_tanh(_mm256_fmadd_ps(
               r, hh, _mm256_add_ps(_mm256_loadu_ps(z + 2 * n + jj), _mm256_loadu_ps(f.b + 2 * H + j))));

@@ -1,0 +1,623 @@
+"""The fused CPU kernels (`jaxseq.native`, `unroll(kernel="native")`).
+
+The kernels are checked only against implementations that share none of their code:
+
+- values: the float64 Python loop of `numpy_reference.py` (lengths, reverse and
+  multi-dimensional batches included), written from the equations;
+- gradients: JAX's step-by-step autodiff of the plain XLA scan
+  (`kernel="xla", bptt="autodiff"`), and central finite differences (`check_grads`);
+- routing: the lowered StableHLO, which does or does not call `jaxseq_rnn_forward`.
+
+The kernels split the work over threads by batch rows (B >= 4 * threads) or by
+hidden units in blocks of 8; `test_thread_partitions` picks B, H and
+`JAXSEQ_NATIVE_THREADS` to run both. XLA compilation dominates the runtime, so
+each jitted function covers every cell and option of one shape.
+"""
+
+import functools
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy_reference
+import pytest
+from jax.test_util import check_grads
+
+import jaxseq
+from jaxseq import native
+
+_OK, _WHY = native.status()
+if not _OK:
+    pytest.skip(f"jaxseq.native cannot run here: {_WHY}", allow_module_level=True)
+if jax.default_backend() != "cpu" or jax.device_count() > 1:
+    pytest.skip("jaxseq.native runs on a single CPU device only", allow_module_level=True)
+
+T, D, H, B = 7, 3, 16, 5
+NAMES = ("elman", "lstm", "gru")
+FACTORIES = {"elman": jaxseq.elman, "lstm": jaxseq.lstm, "gru": jaxseq.gru}
+OPTIONS = {  # label: (with lengths, reverse)
+    "plain": (False, False),
+    "lengths": (True, False),
+    "reverse": (False, True),
+    "lengths_reverse": (True, True),
+}
+NATIVE = dict(kernel="native")
+AUTODIFF = dict(kernel="xla", bptt="autodiff")  # lax.scan differentiated by JAX
+VALUE_TOL = dict(rtol=1e-5, atol=1e-5)
+GRAD_RTOL = 1e-5  # relative to each gradient's largest entry
+CUSTOM_CALL = "jaxseq_rnn_forward"
+
+
+@functools.cache
+def _cell(name: str, hidden: int = H):
+    return FACTORIES[name](hidden)
+
+
+def _lengths(batch_shape: tuple[int, ...], steps: int = T) -> np.ndarray:
+    """int32 `[*batch]`: 0 and `steps` first, then lengths in between."""
+    pattern = [steps, 0, 3, 1, steps - 1, 2, steps, 5, 4, 6, 1, 0, steps]
+    size = math.prod(batch_shape)
+    return np.minimum(np.array(pattern[:size], np.int32), steps).reshape(batch_shape)
+
+
+def _params(cell, rng: np.random.Generator, input_size: int = D):
+    """Random float32 params of `cell` (non-zero biases), without compiling `cell.init`."""
+    shapes = jax.eval_shape(lambda key: cell.init(key, input_size), jax.random.key(0))
+
+    def draw(s):
+        scale = 1.0 / math.sqrt(s.shape[0]) if len(s.shape) == 2 else 0.5
+        return jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype)
+
+    return jax.tree.map(draw, shapes)
+
+
+def _carry(cell, params, rng: np.random.Generator, batch_shape: tuple[int, ...]):
+    shapes = jax.eval_shape(lambda p: cell.initial_carry(p, batch_shape), params)
+    return jax.tree.map(lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes)
+
+
+@functools.cache
+def _inputs(hidden: int, batch_shape: tuple[int, ...], steps: int = T, seed: int = 0):
+    """Per cell: `(params, xs, carry, weights)`; `weights` are the loss's on ys and the carry."""
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for name in NAMES:
+        cell = _cell(name, hidden)
+        params = _params(cell, rng)
+        xs = jnp.asarray(rng.standard_normal((steps, *batch_shape, D)), jnp.float32)
+        carry = _carry(cell, params, rng, batch_shape)
+        w_ys = jnp.asarray(rng.standard_normal((steps, *batch_shape, hidden)), jnp.float32)
+        w_carry = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), a.dtype), carry)
+        inputs[name] = (params, xs, carry, (w_ys, w_carry))
+    return inputs
+
+
+def _reference(name: str, params, xs, carry, lengths, reverse: bool):
+    """`(carry, ys)` of the float64 NumPy loop; an LSTM carry comes back as a tuple `(h, c)`."""
+    carry = jax.tree.map(np.asarray, carry)
+    carry = tuple(carry) if isinstance(carry, tuple) else carry
+    step = numpy_reference.STEPS[name]
+    return numpy_reference.unroll(
+        step, params, np.asarray(xs), carry, lengths=lengths, reverse=reverse
+    )
+
+
+def _loss(cell, params, xs, carry, weights, lengths, reverse, kernel: dict):
+    """A weighted sum of every output and every leaf of the final carry, with the outputs."""
+    final, ys = jaxseq.unroll(cell, params, xs, carry, lengths=lengths, reverse=reverse, **kernel)
+    w_ys, w_carry = weights
+    value = jnp.sum(w_ys * ys) + jnp.sum(w_ys[0] * ys[-1] * ys[0])
+    for w, leaf in zip(jax.tree.leaves(w_carry), jax.tree.leaves(final), strict=True):
+        value = value + jnp.sum(w * leaf) + jnp.sum(leaf * leaf)
+    return value, (final, ys)
+
+
+def _grads_function(hidden: int, labels, names=NAMES, **kernel):
+    """`(inputs, lengths) -> {(name, label): ((final, ys), grads)}`, grads w.r.t. params, xs, carry.
+
+    Not jitted: the caller jits it, so that `JAXSEQ_NATIVE_THREADS` is read when it traces.
+    """
+
+    def run(inputs, lengths):
+        out = {}
+        for name in names:
+            cell = _cell(name, hidden)
+            params, xs, carry, weights = inputs[name]
+            for label in labels:
+                with_lengths, reverse = OPTIONS[label]
+
+                def loss(params, xs, carry):
+                    lens = lengths if with_lengths else None
+                    return _loss(cell, params, xs, carry, weights, lens, reverse, kernel)
+
+                grad = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)
+                grads, outputs = grad(params, xs, carry)
+                out[name, label] = outputs, grads
+        return out
+
+    return run
+
+
+@functools.cache
+def _native_forward(hidden: int, batch_shape: tuple[int, ...]):
+    """Jitted `(inputs, lengths) -> {(name, label): (final, ys)}`, forward only (no residuals)."""
+
+    @jax.jit
+    def run(inputs, lengths):
+        out = {}
+        for name in NAMES:
+            params, xs, carry, _ = inputs[name]
+            for label, (with_lengths, reverse) in OPTIONS.items():
+                lens = lengths if with_lengths else None
+                out[name, label] = jaxseq.unroll(
+                    _cell(name, hidden), params, xs, carry, lengths=lens, reverse=reverse, **NATIVE
+                )
+        return out
+
+    return run
+
+
+@functools.cache
+def _native_grads(hidden: int, batch_shape: tuple[int, ...]):
+    return jax.jit(_grads_function(hidden, tuple(OPTIONS), **NATIVE))(
+        _inputs(hidden, batch_shape), _lengths(batch_shape)
+    )
+
+
+@functools.cache
+def _autodiff(hidden: int, batch_shape: tuple[int, ...], labels: tuple[str, ...]):
+    """The reference: `_grads_function` of the plain scan, compiled once per shape and labels.
+
+    Unoptimised (XLA's backend at -O0), which halves its compile time.
+    """
+    lowered = jax.jit(_grads_function(hidden, labels, **AUTODIFF)).lower(
+        _inputs(hidden, batch_shape), _lengths(batch_shape)
+    )
+    return lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
+
+
+@functools.cache
+def _autodiff_grads(hidden: int, batch_shape: tuple[int, ...], labels=tuple(OPTIONS)):
+    run = _autodiff(hidden, batch_shape, labels)
+    return run(_inputs(hidden, batch_shape), _lengths(batch_shape))
+
+
+def _assert_grads_close(actual, expected, rtol: float = GRAD_RTOL):
+    """Leaf by leaf, within `rtol` of the leaf's largest entry; every gradient non-zero."""
+    chex.assert_trees_all_equal_shapes_and_dtypes(actual, expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        scale = float(np.max(np.abs(e)))
+        assert scale > 0
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * scale)
+
+
+def _assert_matches_reference(name, outputs, inputs, lengths, label):
+    final, ys = outputs
+    params, xs, carry, _ = inputs[name]
+    with_lengths, reverse = OPTIONS[label]
+    expected_final, expected_ys = _reference(
+        name, params, xs, carry, lengths if with_lengths else None, reverse
+    )
+    np.testing.assert_allclose(ys, expected_ys, **VALUE_TOL)
+    for leaf, expected in zip(jax.tree.leaves(final), jax.tree.leaves(expected_final), strict=True):
+        np.testing.assert_allclose(leaf, expected, **VALUE_TOL)
+
+
+cells_and_options = pytest.mark.parametrize(
+    ("name", "label"), [(name, label) for name in NAMES for label in OPTIONS]
+)
+
+
+# ----------------------------------------------------------------- values
+
+
+@cells_and_options
+def test_forward_matches_numpy(name, label):
+    inputs, lengths = _inputs(H, (B,)), _lengths((B,))
+    outputs = _native_forward(H, (B,))(inputs, lengths)[name, label]
+    _assert_matches_reference(name, outputs, inputs, lengths, label)
+
+
+@cells_and_options
+def test_forward_with_saved_residuals_matches_numpy(name, label):
+    """The forward pass under `grad` (which saves the activations) gives the same values."""
+    outputs, _ = _native_grads(H, (B,))[name, label]
+    _assert_matches_reference(name, outputs, _inputs(H, (B,)), _lengths((B,)), label)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saturated_forward_matches_numpy(name):
+    """Inputs ×40 drive every gate into saturation (exp's clamp, tanh's bound)."""
+    inputs = {
+        n: (params, 40.0 * xs, carry, w) for n, (params, xs, carry, w) in _inputs(H, (B,)).items()
+    }
+    lengths = _lengths((B,))
+    outputs = _native_forward(H, (B,))(inputs, lengths)
+    for label in ("plain", "lengths_reverse"):
+        assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(outputs[name, label]))
+        _assert_matches_reference(name, outputs[name, label], inputs, lengths, label)
+
+
+def test_lstm_final_carry_is_an_lstm_carry():
+    params, xs, carry, _ = _inputs(H, (B,))["lstm"]
+    final, ys = _native_forward(H, (B,))(_inputs(H, (B,)), _lengths((B,)))["lstm", "lengths"]
+    assert isinstance(final, jaxseq.LSTMCarry)
+    chex.assert_shape([final.h, final.c], (B, H))
+    chex.assert_shape(ys, (T, B, H))
+    expected_h, expected_c = _reference("lstm", params, xs, carry, _lengths((B,)), False)[0]
+    np.testing.assert_allclose(final.h, expected_h, **VALUE_TOL)
+    np.testing.assert_allclose(final.c, expected_c, **VALUE_TOL)
+    assert not np.allclose(final.h, final.c, atol=1e-2)  # h and c are not swapped or shared
+
+
+def test_eager_call_matches_numpy():
+    """Without `jit` the custom call runs op by op."""
+    params, xs, carry, _ = _inputs(H, (B,))["gru"]
+    lengths = _lengths((B,))
+    final, ys = jaxseq.unroll(_cell("gru"), params, xs, carry, lengths=lengths, **NATIVE)
+    expected_final, expected_ys = _reference("gru", params, xs, carry, lengths, False)
+    np.testing.assert_allclose(ys, expected_ys, **VALUE_TOL)
+    np.testing.assert_allclose(final, expected_final, **VALUE_TOL)
+
+
+# -------------------------------------------------------------- gradients
+
+
+@cells_and_options
+def test_gradients_match_autodiff(name, label):
+    _, grads = _native_grads(H, (B,))[name, label]
+    _, expected = _autodiff_grads(H, (B,))[name, label]
+    _assert_grads_close(grads, expected)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_gradients_match_finite_differences(name):
+    hidden, batch_shape, steps = 8, (3,), 4
+    cell = _cell(name, hidden)
+    params, xs, carry, weights = _inputs(hidden, batch_shape, steps, seed=1)[name]
+    lengths = np.array([steps, 0, 2], np.int32)
+
+    def loss(params, xs, carry):  # not jitted: see test_grad_of_a_jitted_function
+        return _loss(cell, params, xs, carry, weights, lengths, True, NATIVE)[0]
+
+    check_grads(loss, (params, xs, carry), order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
+
+
+def test_grad_of_a_jitted_function():
+    cell = _cell("lstm")
+    params, xs, carry, weights = _inputs(H, (B,))["lstm"]
+
+    @jax.jit
+    def loss(params):
+        return _loss(cell, params, xs, carry, weights, None, False, NATIVE)[0]
+
+    _, expected = _autodiff_grads(H, (B,))["lstm", "plain"]
+    _assert_grads_close(jax.grad(loss)(params), expected[0])
+
+
+def test_reverse_over_reverse_names_kernel_xla():
+    """The kernel is first order: grad of grad says to pass kernel='xla', which then works."""
+    hidden, batch_shape, steps = 8, (3,), 4
+    cell = _cell("lstm", hidden)
+    params, xs, carry, weights = _inputs(hidden, batch_shape, steps, seed=1)["lstm"]
+
+    def hvp(kernel):
+        grad = jax.grad(lambda x: _loss(cell, params, x, carry, weights, None, False, kernel)[0])
+        return jax.jit(jax.grad(lambda x: jnp.vdot(grad(x), jnp.ones_like(x))))(xs)
+
+    with pytest.raises(TypeError, match="kernel='xla'"):
+        hvp(NATIVE)
+    actual = hvp(dict(kernel="xla"))  # the sequence-level VJP of XLA's scan
+    expected = hvp(AUTODIFF)
+    scale = float(np.max(np.abs(expected)))
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+# ----------------------------------------------------------------- threads
+
+# (threads, B, H): which partition `partition()` in rnn_cpu.cc picks
+PARTITIONS = {
+    "batch_1_thread": (1, 9, 16),  # one part, all rows
+    "batch_2_threads": (2, 9, 16),  # rows 4 + 5, no barrier
+    "units_3_threads_capped": (3, 9, 16),  # 9 < 12 rows: units 8 + 8 (2 blocks), a barrier
+    "units_2_threads_uneven": (2, 3, 24),  # units 8 + 16
+    "units_3_threads": (3, 3, 24),  # units 8 + 8 + 8
+    "batch_2_threads_h8": (2, 9, 8),  # rows 4 + 5 of a single 8-unit block
+    "one_block_3_threads": (3, 9, 8),  # 9 < 12 rows but one block: rows 4 + 5
+}
+THREAD_LABELS = ("lengths",)  # the kernel's reverse flag only changes the order of t
+
+
+@pytest.mark.parametrize("partition", PARTITIONS)
+def test_thread_partitions(partition, monkeypatch):
+    threads, batch, hidden = PARTITIONS[partition]
+    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", str(threads))
+    assert native.threads() == threads
+    inputs, lengths = _inputs(hidden, (batch,)), _lengths((batch,))
+
+    # threads() is read when tracing: a fresh function, lowered with this environment
+    lowered = jax.jit(_grads_function(hidden, THREAD_LABELS, **NATIVE)).lower(inputs, lengths)
+    text = lowered.as_text()
+    assert f"threads = {threads} : i64" in text
+    assert "jaxseq_rnn_backward" in text
+    actual = lowered.compile()(inputs, lengths)
+
+    expected = _autodiff_grads(hidden, (batch,), THREAD_LABELS)
+    for name in NAMES:
+        for label in THREAD_LABELS:
+            outputs, grads = actual[name, label]
+            _assert_matches_reference(name, outputs, inputs, lengths, label)
+            _assert_grads_close(grads, expected[name, label][1])
+
+
+# --------------------------------------------------------- batch and vmap
+
+
+@pytest.mark.parametrize("batch_shape", [(2, 3), ()], ids=["batch_2x3", "unbatched"])
+def test_batch_shapes(batch_shape):
+    """xs `[T, 2, 3, D]` (lengths `[2, 3]`) and `[T, D]`: values per example and gradients."""
+    hidden = 8
+    inputs, lengths = _inputs(hidden, batch_shape), _lengths(batch_shape)
+    labels = ("lengths_reverse",)
+    actual = jax.jit(_grads_function(hidden, labels, **NATIVE))(inputs, lengths)
+    expected = _autodiff_grads(hidden, batch_shape, labels)
+    for name in NAMES:
+        for label in labels:
+            outputs, grads = actual[name, label]
+            chex.assert_shape(outputs[1], (T, *batch_shape, hidden))
+            chex.assert_shape(jax.tree.leaves(outputs[0]), (*batch_shape, hidden))
+            _assert_matches_reference(name, outputs, inputs, lengths, label)
+            _assert_grads_close(grads, expected[name, label][1])
+
+
+@functools.cache
+def _vmapped_native_grads():
+    """Two parameter sets per cell (seeds 0 and 2) through one `vmap` of the native gradients."""
+    inputs, lengths = _inputs(H, (B,)), _lengths((B,))
+    others = _inputs(H, (B,), seed=2)
+    stacked = {
+        name: (jax.tree.map(lambda a, b: jnp.stack([a, b]), params, others[name][0]), *rest)
+        for name, (params, *rest) in inputs.items()
+    }
+    axes = {name: (0, None, None, None) for name in NAMES}  # only the params are mapped
+    run = jax.vmap(_grads_function(H, ("lengths_reverse",), **NATIVE), in_axes=(axes, None))
+    return jax.jit(run)(stacked, lengths), others
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vmap_over_parameter_sets(name):
+    """Each parameter set under `vmap` gets its own values and gradients."""
+    results, others = _vmapped_native_grads()
+    outputs, grads = results[name, "lengths_reverse"]
+    inputs, lengths = _inputs(H, (B,)), _lengths((B,))
+    _, xs, carry, weights = inputs[name]
+    for k, params_k in enumerate([inputs[name][0], others[name][0]]):
+        one = {**inputs, name: (params_k, xs, carry, weights)}
+        _assert_matches_reference(
+            name, jax.tree.map(lambda a: a[k], outputs), one, lengths, "lengths_reverse"
+        )
+        expected = _autodiff(H, (B,), tuple(OPTIONS))(one, lengths)[name, "lengths_reverse"][1]
+        # the gradients w.r.t. xs and carry are per parameter set too
+        _assert_grads_close(jax.tree.map(lambda a: a[k], grads), expected)
+
+
+def test_bfloat16_inputs_to_float32_params():
+    """xs of another float dtype are cast to float32; their gradient comes back in that dtype."""
+    cell = _cell("lstm")
+    params, xs, carry, weights = _inputs(H, (B,))["lstm"]
+    xs16 = xs.astype(jnp.bfloat16)
+
+    @jax.jit
+    def run(xs):
+        def loss(xs):
+            return _loss(cell, params, xs, carry, weights, None, False, NATIVE)
+
+        return jax.grad(loss, has_aux=True)(xs)
+
+    assert CUSTOM_CALL in run.lower(xs16).as_text()
+    d_xs, (final, ys) = run(xs16)
+    expected_final, expected_ys = _reference(
+        "lstm", params, xs16.astype(jnp.float32), carry, None, False
+    )
+    np.testing.assert_allclose(ys, expected_ys, **VALUE_TOL)
+    np.testing.assert_allclose(final.h, expected_final[0], **VALUE_TOL)
+    assert d_xs.dtype == jnp.bfloat16
+    # against autodiff at the float32 inputs: xs16 differs from them by bfloat16 rounding
+    _, (_, expected_d_xs, _) = _autodiff_grads(H, (B,))["lstm", "plain"]
+    _assert_grads_close(d_xs.astype(jnp.float32), expected_d_xs, rtol=3e-2)
+
+
+# ---------------------------------------------------------------- routing
+
+
+def _lowered(cell, params, xs, carry=None, grad: bool = False, **options) -> str:
+    def run(params, xs, carry):
+        return jaxseq.unroll(cell, params, xs, carry, **options)
+
+    if grad:
+        forward = run
+
+        def run(params, xs, carry):
+            return jax.grad(lambda p: jnp.sum(forward(p, xs, carry)[1]))(params)
+
+    return jax.jit(run).lower(params, xs, carry).as_text()
+
+
+def _routing_args(cell, dtype=jnp.float32):
+    rng = np.random.default_rng(3)
+    params = _params(cell, rng)
+    xs = jnp.asarray(rng.standard_normal((T, B, D)), dtype)
+    return params, xs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_auto_uses_the_kernel_for_standard_float32_cells(name):
+    cell = _cell(name)
+    params, xs = _routing_args(cell)
+    text = _lowered(cell, params, xs, grad=True, lengths=jnp.asarray(_lengths((B,))))
+    assert CUSTOM_CALL in text
+    assert "jaxseq_rnn_backward" in text
+    assert "stablehlo.while" not in text  # no scan left: the kernel replaced it
+
+
+NOT_NATIVE = {  # label: (cell factory, unroll options)
+    "kernel_xla": (lambda: jaxseq.lstm(16), dict(kernel="xla")),
+    "hidden_12": (lambda: jaxseq.lstm(12), {}),
+    "peephole": (lambda: jaxseq.lstm(16, peephole=True), {}),
+    "coupled": (lambda: jaxseq.lstm(16, coupled=True), {}),
+    "no_forget_gate": (lambda: jaxseq.lstm(16, forget_gate=False), {}),
+    "hard_sigmoid": (lambda: jaxseq.lstm(16, gate_activation="hard_sigmoid"), {}),
+    "compute_bfloat16": (lambda: jaxseq.lstm(16, compute_dtype=jnp.bfloat16), {}),
+    "gru_reset_before": (lambda: jaxseq.gru(16, reset_after=False), {}),
+    "gru_no_reset_gate": (lambda: jaxseq.gru(16, reset_gate=False), {}),
+    "gru_relu": (lambda: jaxseq.gru(16, activation="relu"), {}),
+    "elman_relu": (lambda: jaxseq.elman(16, activation="relu"), {}),
+    "bptt_autodiff": (lambda: jaxseq.lstm(16), dict(bptt="autodiff")),
+    "remat": (lambda: jaxseq.lstm(16), dict(remat=True)),
+    "truncate": (lambda: jaxseq.lstm(16), dict(truncate=2)),
+}
+
+
+@pytest.mark.parametrize("label", NOT_NATIVE)
+def test_auto_does_not_use_the_kernel(label):
+    factory, options = NOT_NATIVE[label]
+    cell = factory()
+    params, xs = _routing_args(cell)
+    assert CUSTOM_CALL not in _lowered(cell, params, xs, grad=True, **options)
+
+
+def test_auto_does_not_use_the_kernel_in_float64():
+    with jax.enable_x64(True):
+        cell = jaxseq.lstm(16, dtype=jnp.float64)
+        params, xs = _routing_args(cell, jnp.float64)
+        assert native.reason_not(cell, params, xs, cell.initial_carry(params, (B,))) is not None
+        assert CUSTOM_CALL not in _lowered(cell, params, xs)
+        # float32 params under x64 still run natively
+        cell = _cell("lstm")
+        params, xs = _routing_args(cell)
+        assert CUSTOM_CALL in _lowered(cell, params, xs)
+
+
+# ----------------------------------------------------------------- errors
+
+REJECTED = {  # label: (cell factory, unroll options, the reason the message must name)
+    "hidden_12": (lambda: jaxseq.lstm(12), {}, "hidden_size=12 is not a multiple of 8"),
+    "peephole": (lambda: jaxseq.lstm(16, peephole=True), {}, "has no native kernel"),
+    "hard_sigmoid": (
+        lambda: jaxseq.lstm(16, gate_activation="hard_sigmoid"),
+        {},
+        "has no native kernel",
+    ),
+    "elman_relu": (lambda: jaxseq.elman(16, activation="relu"), {}, "has no native kernel"),
+    "compute_bfloat16": (
+        lambda: jaxseq.gru(16, compute_dtype=jnp.bfloat16),
+        {},
+        "compute_dtype=bfloat16",
+    ),
+    "bptt_autodiff": (lambda: jaxseq.lstm(16), dict(bptt="autodiff"), "bptt='autodiff'"),
+    "remat": (lambda: jaxseq.gru(16), dict(remat=True), "remat=True"),
+    "truncate": (lambda: jaxseq.elman(16), dict(truncate=3), "truncate=3"),
+    "method_deer": (lambda: jaxseq.lstm(16), dict(method="deer"), "method='deer'"),
+    "method_associative": (
+        lambda: jaxseq.cells.mingru(16),
+        dict(method="associative"),
+        "method='associative'",
+    ),
+}
+
+
+@pytest.mark.parametrize("label", REJECTED)
+def test_kernel_native_names_why_it_cannot_run(label):
+    factory, options, reason = REJECTED[label]
+    cell = factory()
+    params, xs = _routing_args(cell)
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        jaxseq.unroll(cell, params, xs, kernel="native", **options)
+
+
+def test_kernel_native_names_why_for_a_cell_without_recurrent_matmul():
+    cell = jaxseq.gru(16, reset_after=False)
+    params, xs = _routing_args(cell)
+    with pytest.raises(ValueError, match="native kernel"):
+        jaxseq.unroll(cell, params, xs, kernel="native")
+
+
+def test_kernel_native_rejects_float64():
+    with jax.enable_x64(True):
+        cell = jaxseq.lstm(16, dtype=jnp.float64)
+        params, xs = _routing_args(cell, jnp.float64)
+        with pytest.raises(ValueError, match="params and carry must be float32"):
+            jaxseq.unroll(cell, params, xs, kernel="native")
+
+
+def test_kernel_native_rejects_an_empty_batch():
+    cell = _cell("gru")
+    params, xs = _routing_args(cell)
+    with pytest.raises(ValueError, match="empty batch"):
+        jaxseq.unroll(cell, params, xs[:, :0], kernel="native")
+
+
+def test_unknown_kernel_is_rejected():
+    cell = _cell("lstm")
+    params, xs = _routing_args(cell)
+    with pytest.raises(ValueError, match=r"kernel must be one of \('auto', 'native', 'xla'\)"):
+        jaxseq.unroll(cell, params, xs, kernel="bogus")
+
+
+# ------------------------------------------------------------------ edges
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_steps_return_the_initial_carry(name):
+    """T = 0 (natively and by XLA): the carry comes back, ys is empty, gradients are zero."""
+    cell = _cell(name)
+    params, xs, carry, _ = _inputs(H, (B,))[name]
+    for lengths, kernel in ((None, "native"), (np.zeros((B,), np.int32), "native"), (None, "xla")):
+        final, ys = jaxseq.unroll(cell, params, xs[:0], carry, lengths=lengths, kernel=kernel)
+        chex.assert_shape(ys, (0, B, H))
+        assert ys.dtype == jnp.float32
+        chex.assert_trees_all_equal(final, carry)
+    grads = jax.grad(
+        lambda p, c: jnp.sum(jax.tree.leaves(jaxseq.unroll(cell, p, xs[:0], c, **NATIVE)[0])[0]),
+        argnums=(0, 1),
+    )(params, carry)
+    chex.assert_trees_all_equal(grads[0], jax.tree.map(jnp.zeros_like, params))
+    np.testing.assert_array_equal(jax.tree.leaves(grads[1])[0], np.ones((B, H), np.float32))
+
+
+def test_disabled_by_environment():
+    """JAXSEQ_NATIVE=0 (read once per process): status says so, auto uses XLA, native raises."""
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np
+        import jaxseq
+        from jaxseq import native
+        print(native.status())
+        cell = jaxseq.lstm(8)
+        params = jax.tree.map(lambda s: jnp.full(s.shape, 0.1, s.dtype),
+                              jax.eval_shape(lambda k: cell.init(k, 2), jax.random.key(0)))
+        xs = jnp.ones((3, 2, 2), jnp.float32)
+        run = jax.jit(lambda p, x: jaxseq.unroll(cell, p, x))
+        print("custom call" if "jaxseq_rnn" in run.lower(params, xs).as_text() else "xla")
+        try:
+            jaxseq.unroll(cell, params, xs, kernel="native")
+        except ValueError as error:
+            print(error)
+        """
+    )
+    env = dict(os.environ, JAXSEQ_NATIVE="0", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "(False, 'disabled by JAXSEQ_NATIVE=0')"
+    assert lines[1] == "xla"
+    assert lines[2].endswith("disabled by JAXSEQ_NATIVE=0")
