@@ -15,10 +15,11 @@ Getting below it means the net has started to carry symbols across the delay.
 Expected (default config: LSTM 128, RMSProp 1e-3, 2000 steps of 64): the LSTM
 sits on the baseline for 1000+ steps before it starts to recall symbols (Arjovsky
 et al. 2016 report the same plateau), and whether it has left it by step 2000
-depends on rounding. Measured on 2 idle CPU cores (2026-11-26): seed 0 ended at
-0.1734 (still on the plateau, 222 s); `--num_seeds=3` gave 0.1677 ± 0.0020 with
-all 3 seeds below 0.1733 and recall accuracy 0.178 (chance 0.125), in 706 s.
-`--cell=gru` breaks through sooner: 0.1500, recall 0.242, 206 s.
+depends on rounding. Measured on 2 idle CPU cores (2026-11-26, native CPU
+kernel): seed 0 ended at 0.1601, recall accuracy 0.184 (chance 0.125), 161 s;
+under XLA's scan the same seed stayed on the plateau (0.1734), and
+`--num_seeds=3` gave 0.1677 ± 0.0020 with all 3 seeds below 0.1733 (706 s).
+`--cell=gru`: 0.1526, recall 0.237, 149 s.
 
 Writes `out_dir/config.json`, `metrics.jsonl`, `results.json` (`test_loss`,
 `baseline_loss`, `test_recall_accuracy`, per-seed values).
