@@ -22,10 +22,6 @@ dropout 0.5 reaches 0.971–0.976. Writes `out_dir/config.json`, `metrics.jsonl`
 """
 
 import dataclasses
-import time
-
-import jax
-import jax.numpy as jnp
 
 import jaxseq
 from jaxseq import cli, data, models, training
@@ -34,7 +30,6 @@ from jaxseq.cells import registry
 MODELS = ("rnn", "mlp", "cnn")
 MODES = ("rows", "pixels")
 POOLINGS = ("last", "mean", "max")
-BATCH_AXES = data.Batch(xs=1, lengths=0, ys=0)  # batch axis of xs [T,B,F], lengths [B], ys [B,...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,43 +91,9 @@ def main(config: Config) -> dict:
     check(config)
     train, test = data.digits(config.mode)
     train = data.as_jax(train)
-    seq_len, features = train.xs.shape[1:]
-    model = build_model(config, seq_len)
-
-    def sample_batch(key, step):
-        return data.sample_batch(train, key, config.batch_size)
-
-    def loss_fn(params, batch, key):
-        logits = model.apply(params, batch.xs, batch.lengths, key=key)
-        return models.cross_entropy(logits, batch.ys), {}
-
-    def test_fn(params, xs, lengths, ys):
-        logits = model.apply(params, xs, lengths)
-        return {
-            "test_accuracy": models.accuracy(logits, ys),
-            "test_loss": models.cross_entropy(logits, ys),
-        }
-
-    test_batch = jax.tree.map(jnp.asarray, data.full_batch(test))
-    start = time.perf_counter()
-    state, history = training.train_seeds(
-        config,
-        lambda key: model.init(key, features),
-        loss_fn,
-        sample_batch,
-        lambda params: test_fn(params, *test_batch),
-        batch_sharding=training.mesh_sharding(config, sample_batch, BATCH_AXES),
-        desc="digits",
-    )
-    values = training.evaluate(test_fn, state.params, *test_batch, num_seeds=config.num_seeds)
-    results = {
-        **training.seed_results(values),
-        "model": config.model if config.model != "rnn" else config.cell,
-        "mode": config.mode,
-        "train_size": int(train.xs.shape[0]),
-        "test_size": int(test.xs.shape[0]),
-        **training.run_summary(config, start, history),
-    }
+    model = build_model(config, seq_len=train.xs.shape[1])
+    results = training.train_classifier(config, model, train, test, desc="digits")
+    results["mode"] = config.mode
     training.write_results(config.out_dir, results)
     print(
         f"digits ({config.mode}) {results['model']}: test accuracy "

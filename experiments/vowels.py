@@ -22,10 +22,7 @@ about 0.94. Writes `out_dir/config.json`, `metrics.jsonl`, `results.json`
 """
 
 import dataclasses
-import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import jaxseq
@@ -34,7 +31,6 @@ from jaxseq.cells import registry
 
 MODELS = ("rnn", "mlp", "cnn")
 POOLINGS = ("last", "mean", "max")
-BATCH_AXES = data.Batch(xs=1, lengths=0, ys=0)  # batch axis of xs [T,B,F], lengths [B], ys [B,...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,42 +115,8 @@ def main(config: Config) -> dict:
     if config.standardise:
         train, test = standardised(train, test)
     train = data.as_jax(train)
-    seq_len, features = train.xs.shape[1:]
-    model = build_model(config, seq_len)
-
-    def sample_batch(key, step):
-        return data.sample_batch(train, key, config.batch_size)
-
-    def loss_fn(params, batch, key):
-        logits = model.apply(params, batch.xs, batch.lengths, key=key)
-        return models.cross_entropy(logits, batch.ys), {}
-
-    def test_fn(params, xs, lengths, ys):
-        logits = model.apply(params, xs, lengths)
-        return {
-            "test_accuracy": models.accuracy(logits, ys),
-            "test_loss": models.cross_entropy(logits, ys),
-        }
-
-    test_batch = jax.tree.map(jnp.asarray, data.full_batch(test))
-    start = time.perf_counter()
-    state, history = training.train_seeds(
-        config,
-        lambda key: model.init(key, features),
-        loss_fn,
-        sample_batch,
-        lambda params: test_fn(params, *test_batch),
-        batch_sharding=training.mesh_sharding(config, sample_batch, BATCH_AXES),
-        desc="vowels",
-    )
-    values = training.evaluate(test_fn, state.params, *test_batch, num_seeds=config.num_seeds)
-    results = {
-        **training.seed_results(values),
-        "model": config.model if config.model != "rnn" else config.cell,
-        "train_size": int(train.xs.shape[0]),
-        "test_size": int(test.xs.shape[0]),
-        **training.run_summary(config, start, history),
-    }
+    model = build_model(config, seq_len=train.xs.shape[1])
+    results = training.train_classifier(config, model, train, test, desc="vowels")
     training.write_results(config.out_dir, results)
     print(
         f"vowels {results['model']}: test accuracy {results['test_accuracy']:.4f} ± "

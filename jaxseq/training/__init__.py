@@ -12,6 +12,7 @@ std over seeds.
 """
 
 from jaxseq.training.checkpoint import load_checkpoint
+from jaxseq.training.classify import train_classifier
 from jaxseq.training.experiment import (
     check_config,
     join_distributed,
@@ -47,6 +48,7 @@ __all__ = [
     "seed_keys",
     "seed_results",
     "seed_summary",
+    "train_classifier",
     "train_seeds",
     "write_results",
 ]
