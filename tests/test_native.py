@@ -631,3 +631,12 @@ def test_falls_back_to_xla(label, tmp_path):
     assert lines[1] == "xla"
     assert reason in lines[2], lines[2]
     assert not list(tmp_path.glob("*.so"))  # nothing built
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_bad_thread_count_is_named(value, monkeypatch):
+    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", value)
+    cell = _cell("lstm")
+    params, xs = _routing_args(cell)
+    with pytest.raises(ValueError, match="JAXSEQ_NATIVE_THREADS must be a positive integer"):
+        jax.jit(lambda p, x: jaxseq.unroll(cell, p, x, kernel="native")[1])(params, xs)

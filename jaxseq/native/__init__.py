@@ -95,7 +95,9 @@ def threads() -> int:
     """Threads per kernel call: `$JAXSEQ_NATIVE_THREADS`, else the CPUs this process may use."""
     value = os.environ.get("JAXSEQ_NATIVE_THREADS")
     if value:
-        return max(1, int(value))
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"JAXSEQ_NATIVE_THREADS must be a positive integer, got {value!r}")
+        return int(value)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
