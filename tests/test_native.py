@@ -640,3 +640,13 @@ def test_bad_thread_count_is_named(value, monkeypatch):
     params, xs = _routing_args(cell)
     with pytest.raises(ValueError, match="JAXSEQ_NATIVE_THREADS must be a positive integer"):
         jax.jit(lambda p, x: jaxseq.unroll(cell, p, x, kernel="native")[1])(params, xs)
+
+
+def test_scan_rejects_what_unroll_would_not_run_natively():
+    """`native.scan` called directly names the reason, as `kernel="native"` does."""
+    cell = jaxseq.lstm(12)
+    params = cell.init(jax.random.key(0), D)
+    xs = jnp.ones((3, 2, D), jnp.float32)
+    carry = cell.initial_carry(params, (2,))
+    with pytest.raises(ValueError, match="hidden_size=12 is not a multiple of 8"):
+        jaxseq.native.scan(cell, params, xs, carry, None, False)

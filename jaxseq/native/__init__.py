@@ -201,17 +201,17 @@ def scan(cell, params, xs, carry, valid, reverse: bool):
     """`unroll`'s sequential scan of `cell` by the native kernels: `(final_carry, ys)`.
 
     Args:
-      cell: a cell whose `cell.recurrent.kernel` names a kernel ("elman", "lstm", "gru");
-        check `reason_not` first.
+      cell: a cell whose `cell.recurrent.kernel` names a kernel ("elman", "lstm", "gru").
+        Anything `reason_not` rejects raises a ValueError with its reason.
       params: its float32 parameters.
       xs: `[T, *batch, in]`, any float dtype (cast to float32, as `cell.project` does).
       carry: the initial carry (float32).
       valid: None, or bool `[T, *batch]`: False steps keep the carry and emit zeros.
       reverse: scan from the last step to the first.
     """
-    ok, why = _load()
-    if not ok:
-        raise RuntimeError(f"jaxseq.native cannot run here: {why}")
+    why = reason_not(cell, params, xs, carry)
+    if why is not None:
+        raise ValueError(f"jaxseq.native.scan cannot run {cell.name}: {why}")
     kind = cell.recurrent.kernel
     T, batch, D = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
     B = int(np.prod(batch))

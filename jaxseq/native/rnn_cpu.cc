@@ -472,11 +472,6 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
 
 // ---------------------------------------------------------------- FFI glue
 
-template <ffi::DataType T>
-auto dims(const ffi::Buffer<T>& x) {
-  return x.dimensions();
-}
-
 ffi::Error check_cell(int64_t cell, int64_t H) {
   if (cell < kElman || cell > kGru) return ffi::Error::InvalidArgument("jaxseq native: unknown cell");
   if (H % 8 != 0) return ffi::Error::InvalidArgument("jaxseq native: hidden size must be a multiple of 8");
