@@ -9,7 +9,8 @@
 //   backward: the gates' pre-activation gradients dz_t from the saved
 //             activations, then dh_{t-1} = dz_t U^T; the weight gradients are
 //             left to XLA as single large products over all steps.
-// Work is split over threads by hidden unit: thread k owns units
+// Work is split over threads by batch row where each thread gets 4 rows or more
+// (the threads then never meet), else by hidden unit: thread k owns units
 // [j0_k, j1_k) of every gate, so a step's nonlinearities need no exchange, and
 // the threads meet at one barrier per step (after which h_t, or dz_t, is
 // complete for everyone's next product).
@@ -114,15 +115,10 @@ void pack(float* dst, int K, int N, Src src) {
   }
 }
 
+// acc[MR][8 NV] += A[MR, K] @ P, P one packed panel.
 template <int MR, int NV>
-inline void micro(int K, const float* A, int lda, const float* P, float* C, int ldc,
-                  bool accumulate) {
-  __m256 acc[MR][NV];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v)
-      acc[r][v] = accumulate ? _mm256_loadu_ps(C + r * ldc + 8 * v) : _mm256_setzero_ps();
+__attribute__((always_inline)) inline void fma_panel(__m256 (&acc)[MR][NV], int K, const float* A,
+                                                     int lda, const float* P) {
   for (int k = 0; k < K; ++k) {
     __m256 b[NV];
 #pragma GCC unroll 2
@@ -134,6 +130,20 @@ inline void micro(int K, const float* A, int lda, const float* P, float* C, int 
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
     }
   }
+}
+
+// C[MR, 8 NV] = A1[MR, K1] @ P1 + A2[MR, K2] @ P2, with the tile in registers
+// throughout (no store and reload between the input and recurrent products).
+template <int MR, int NV>
+inline void micro(int K1, const float* A1, int lda1, const float* P1, int K2, const float* A2,
+                  int lda2, const float* P2, float* C, int ldc) {
+  __m256 acc[MR][NV];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  fma_panel<MR, NV>(acc, K1, A1, lda1, P1);
+  fma_panel<MR, NV>(acc, K2, A2, lda2, P2);
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 2
@@ -141,32 +151,46 @@ inline void micro(int K, const float* A, int lda, const float* P, float* C, int 
 }
 
 template <int NV>
-inline void micro_rows(int mr, int K, const float* A, int lda, const float* P, float* C,
-                       int ldc, bool accumulate) {
+inline void micro_rows(int mr, int K1, const float* A1, int lda1, const float* P1, int K2,
+                       const float* A2, int lda2, const float* P2, float* C, int ldc) {
   switch (mr) {
-    case 6: micro<6, NV>(K, A, lda, P, C, ldc, accumulate); break;
-    case 5: micro<5, NV>(K, A, lda, P, C, ldc, accumulate); break;
-    case 4: micro<4, NV>(K, A, lda, P, C, ldc, accumulate); break;
-    case 3: micro<3, NV>(K, A, lda, P, C, ldc, accumulate); break;
-    case 2: micro<2, NV>(K, A, lda, P, C, ldc, accumulate); break;
-    default: micro<1, NV>(K, A, lda, P, C, ldc, accumulate); break;
+    case 6: micro<6, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
+    case 5: micro<5, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
+    case 4: micro<4, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
+    case 3: micro<3, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
+    case 2: micro<2, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
+    default: micro<1, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
   }
 }
 
-// C[M, N] (+)= A[M, K] @ packed[K, N]; N a multiple of 8.
-void gemm(int M, int K, const float* A, int lda, const float* P, int N, float* C, int ldc,
-          bool accumulate) {
+// Rows go in blocks of 4 to 6, as even as fits (32 rows as 5+5+6+5+5+6, not
+// 5*6 + 2; 8 as 4+4, not 6+2): a block of 1-3 rows leaves too few independent
+// accumulators to hide the FMA latency.
+inline int row_blocks(int M) { return (M + 5) / 6; }
+
+// C[M, N] = A1[M, K1] @ packed1[K1, N] + A2[M, K2] @ packed2[K2, N]; N a multiple of 8.
+void gemm2(int M, int K1, const float* A1, int lda1, const float* P1, int K2, const float* A2,
+           int lda2, const float* P2, int N, float* C, int ldc) {
+  const int blocks = row_blocks(M);
   for (int c0 = 0; c0 < N; c0 += 16) {
     const int w = std::min(16, N - c0);
-    const float* panel = P + static_cast<int64_t>(c0) * K;
-    for (int r0 = 0; r0 < M; r0 += 6) {
-      const int mr = std::min(6, M - r0);
+    const float* p1 = P1 + static_cast<int64_t>(c0) * K1;
+    const float* p2 = P2 + static_cast<int64_t>(c0) * K2;
+    for (int i = 0; i < blocks; ++i) {
+      const int r0 = M * i / blocks, mr = M * (i + 1) / blocks - r0;
       if (w == 16)
-        micro_rows<2>(mr, K, A + r0 * lda, lda, panel, C + r0 * ldc + c0, ldc, accumulate);
+        micro_rows<2>(mr, K1, A1 + r0 * lda1, lda1, p1, K2, A2 + r0 * lda2, lda2, p2,
+                      C + r0 * ldc + c0, ldc);
       else
-        micro_rows<1>(mr, K, A + r0 * lda, lda, panel, C + r0 * ldc + c0, ldc, accumulate);
+        micro_rows<1>(mr, K1, A1 + r0 * lda1, lda1, p1, K2, A2 + r0 * lda2, lda2, p2,
+                      C + r0 * ldc + c0, ldc);
     }
   }
+}
+
+// C[M, N] = A[M, K] @ packed[K, N]; N a multiple of 8.
+void gemm(int M, int K, const float* A, int lda, const float* P, int N, float* C, int ldc) {
+  gemm2(M, K, A, lda, P, 0, A, lda, P, N, C, ldc);
 }
 
 // ------------------------------------------------------------------- threads
@@ -282,11 +306,11 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
   for (int step = 0; step < T; ++step) {
     const int t = f.reverse ? T - 1 - step : step;
     const float* x_t = f.xs + static_cast<int64_t>(t) * B * D;
-    gemm(M, D, x_t + b0 * D, D, wp.data(), N, zx.data(), N, false);
-    if (f.cell == kGru) {
-      gemm(M, H, h_cur + b0 * H, H, up.data(), N, zh.data(), N, false);
+    if (f.cell == kGru) {  // the reset gate multiplies the recurrent product alone
+      gemm(M, D, x_t + b0 * D, D, wp.data(), N, zx.data(), N);
+      gemm(M, H, h_cur + b0 * H, H, up.data(), N, zh.data(), N);
     } else {
-      gemm(M, H, h_cur + b0 * H, H, up.data(), N, zx.data(), N, true);
+      gemm2(M, D, x_t + b0 * D, D, wp.data(), H, h_cur + b0 * H, H, up.data(), N, zx.data(), N);
     }
     const int64_t row = static_cast<int64_t>(t) * B;
     for (int b = b0; b < b1; ++b) {
@@ -459,7 +483,7 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
       }
     }
     barrier.wait(sense);  // dz_t complete for every unit: each thread's product reads all of it
-    gemm(M, K, dz_rec + (row + b0) * K, K, utp.data(), n, prod.data(), n, false);
+    gemm(M, K, dz_rec + (row + b0) * K, K, utp.data(), n, prod.data(), n);
     for (int q = 0; q < M * n; ++q) dh[q] = prod[q] + direct[q];
     // no second barrier: the next step's elementwise part reads only this thread's
     // units of dh, and writes dz_{t-1}, which no product reads before the next barrier
