@@ -288,8 +288,10 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
   const int n = j1 - j0, N = G * n;
   // this thread's columns of W and U, gate-major: column g * n + jj is g * H + j0 + jj
   std::vector<float> wp(static_cast<size_t>(D) * N), up(static_cast<size_t>(H) * N);
-  pack(wp.data(), D, N, [&](int k, int c) { return f.w_x[k * G * H + (c / n) * H + j0 + c % n]; });
-  pack(up.data(), H, N, [&](int k, int c) { return f.w_h[k * G * H + (c / n) * H + j0 + c % n]; });
+  std::vector<int> col(N);
+  for (int c = 0; c < N; ++c) col[c] = (c / n) * H + j0 + c % n;
+  pack(wp.data(), D, N, [&](int k, int c) { return f.w_x[k * G * H + col[c]]; });
+  pack(up.data(), H, N, [&](int k, int c) { return f.w_h[k * G * H + col[c]]; });
   // zx, zh and c are indexed by the row b - b0 of this thread's rows
   std::vector<float> zx(static_cast<size_t>(M) * N), zh(f.cell == kGru ? M * N : 0);
   std::vector<float> c(f.cell == kLstm ? M * n : 0);
