@@ -26,7 +26,9 @@ Reported per (cell, mode, shape, impl), over all rounds' timed steps:
     3 for GRU; elementwise work ignored), train step ≈ 3× forward;
   % of the matmul rate measured in the same run;
   speedup vs the fastest anchor (the fastest non-jaxseq implementation in the
-    same run): its median ÷ this median, so > 1 means faster than every anchor.
+    same run): its median ÷ this median, so > 1 means faster than every anchor;
+    and the same ratio within each round (`speedup_per_round`; the table shows
+    its range): on a shared machine it moves by 10–30% between rounds.
 `--remat_T=N` adds a report on the jaxseq LSTM train step at T = N
 (`--remat_shape` B,D,H): `remat=False` (unroll's default BPTT) vs `remat=True`,
 peak memory of each, the ratio, and the max |Δ| of the loss and of the gradients.
@@ -202,6 +204,11 @@ def summarise(records: list[dict]) -> list[dict]:
         best = min(anchors, key=lambda o: o["median_ms"]) if anchors else None
         s["fastest_anchor"] = best and best["impl"]
         s["speedup_vs_fastest_anchor"] = best and best["median_ms"] / s["median_ms"]
+        # the same ratio within each round (the two took turns minutes apart at most),
+        # whose spread shows how much of a difference the machine's drift can make
+        s["speedup_per_round"] = best and [
+            a / b for a, b in zip(best["per_round_median_ms"], s["per_round_median_ms"])
+        ]
     order = {name: i for i, name in enumerate([*workers.GATES, "forward", "train", *SHAPES])}
     return sorted(summaries, key=lambda s: (order[s["cell"]], order[s["mode"]], order[s["shape"]]))
 
@@ -245,8 +252,10 @@ def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        speedup = s["speedup_vs_fastest_anchor"]
+        speedup, per_round = s["speedup_vs_fastest_anchor"], s["speedup_per_round"]
         speedup = "—" if speedup is None else f"{speedup:.2f}× ({s['fastest_anchor']})"
+        if per_round and len(per_round) > 1 and s["impl"] != s["fastest_anchor"]:
+            speedup += f"; rounds {min(per_round):.2f}–{max(per_round):.2f}"
         lines.append(
             f"| {s['cell']} | {s['mode']} | {s['shape']} ({s['T']}, {s['B']}, {s['D']}, {s['H']}) "
             f"| {s['impl']} | {s['median_ms']:.2f} | {s['min_ms']:.2f} "
@@ -258,7 +267,8 @@ def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
         "Median and fastest over all rounds' timed steps. Peak memory: temp + argument + "
         "output − alias bytes of `compiled.memory_analysis()` (— for PyTorch). GFLOP/s: "
         "forward 2·T·B·(D+H)·G·H (G = 4 LSTM, 3 GRU), train 3× forward. Speedup: the fastest "
-        "non-jaxseq implementation's median ÷ this median (> 1: faster than every anchor).",
+        "non-jaxseq implementation's median ÷ this median (> 1: faster than every anchor); "
+        "rounds: the lowest and highest of that ratio taken within one round.",
     ]
     notes = {(r["kind"], r["impl"], r.get("skipped") or r.get("error")): 0 for r in records}
     lines += [f"\n{k}: {impl}: {why}" for k, impl, why in notes if k in ("skipped", "error")]

@@ -28,6 +28,7 @@ SUMMARY_KEYS = {
     "matmul_fraction",
     "fastest_anchor",
     "speedup_vs_fastest_anchor",
+    "speedup_per_round",
 }
 
 
@@ -88,6 +89,27 @@ def test_speedup_is_relative_to_the_fastest_anchor(smoke):
         anchor = min((o for o in same if o["impl"] != "jaxseq"), key=lambda o: o["median_ms"])
         assert s["fastest_anchor"] == anchor["impl"]
         assert s["speedup_vs_fastest_anchor"] == pytest.approx(anchor["median_ms"] / s["median_ms"])
+
+
+def test_per_round_speedup_pairs_each_round():
+    """Pure `summarise` on made-up turns: 3 rounds of jaxseq, torch and flax."""
+    medians = {"jaxseq": [10.0, 20.0, 12.0], "torch": [15.0, 18.0, 30.0], "flax": [40.0] * 3}
+    shape = dict(cell="lstm", mode="train", shape="A", T=1, B=1, D=1, H=8, flops=1e6)
+    records = [dict(kind="matmul", impl="matmul", gflops=100.0, matmul_size=64)] + [
+        shape
+        | dict(kind="turn", impl=impl, round=i, times_ms=[m], median_ms=m)
+        | dict(compile_s=None, peak_bytes=None, version="0")
+        for impl, ms in medians.items()
+        for i, m in enumerate(ms)
+    ]
+    by_impl = {s["impl"]: s for s in speed.summarise(records)}
+    mine = by_impl["jaxseq"]
+    assert mine["fastest_anchor"] == "torch"  # pooled median 18 < 40
+    assert mine["speedup_vs_fastest_anchor"] == pytest.approx(18.0 / 12.0)
+    assert mine["speedup_per_round"] == pytest.approx([1.5, 0.9, 2.5])
+    text = speed.markdown(records, list(by_impl.values()), "cmd")
+    assert "| 1.50× (torch); rounds 0.90–2.50 |" in text
+    assert "| 1.00× (torch) |" in text  # the anchor itself: no range
 
 
 def test_matmul_rate_measured_in_the_same_run(smoke):
