@@ -30,6 +30,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxseq import _masking as masking
 from jaxseq.cells import _common
 from jaxseq.types import Carry, Cell, Params
 
@@ -45,9 +46,7 @@ def _masked(step: Callable, carry, xp_t, hp_t, valid_t, params):
         new_carry, y_t = step(params, carry, xp_t, hp_t)
     if valid_t is None:
         return new_carry, y_t
-    keep = lambda m, n: m.reshape(m.shape + (1,) * (n.ndim - m.ndim))  # noqa: E731
-    new_carry = jax.tree.map(lambda n, o: jnp.where(keep(valid_t, n), n, o), new_carry, carry)
-    return new_carry, jnp.where(keep(valid_t, y_t), y_t, jnp.zeros_like(y_t))
+    return masking.keep(valid_t, new_carry, carry), masking.zero(valid_t, y_t)
 
 
 def scan(

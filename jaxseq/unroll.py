@@ -16,17 +16,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxseq import _checks, native
+from jaxseq import _masking as masking
 from jaxseq import bptt as jaxseq_bptt
 from jaxseq.types import Carry, Cell, Params
-
-
-def _expand(mask: jax.Array, ndim: int) -> jax.Array:
-    """Appends singleton axes so that `mask: [*batch]` broadcasts against a rank-`ndim` leaf."""
-    return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
-
-
-def _where(mask: jax.Array, new, old):
-    return jax.tree.map(lambda n, o: jnp.where(_expand(mask, n.ndim), n, o), new, old)
 
 
 def _reverse_within_lengths(
@@ -312,11 +304,11 @@ def _scan(
             cut = (s > 0) & (s % truncate == 0)
             if valid_t is not None:
                 cut = cut & valid_t  # a padded step passes the carry on untouched
-            carry = _where(cut, jax.lax.stop_gradient(carry), carry)
+            carry = masking.keep(cut, jax.lax.stop_gradient(carry), carry)
         new_carry, y_t = cell.recur(params, carry, xp_t)
         if valid_t is not None:
-            new_carry = _where(valid_t, new_carry, carry)
-            y_t = jnp.where(_expand(valid_t, y_t.ndim), y_t, jnp.zeros_like(y_t))
+            new_carry = masking.keep(valid_t, new_carry, carry)
+            y_t = masking.zero(valid_t, y_t)
         return new_carry, y_t
 
     if remat:

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 
+from jaxseq import _masking as masking
 from jaxseq.parallel.scan import linear_scan
 from jaxseq.types import Carry, Cell, Params
 
@@ -40,7 +41,7 @@ def evaluate(
     a, b = linear.coefficients(params, xps)
     s_0 = linear.to_state(params, carry)
     if valid is not None:
-        mask = valid.reshape(valid.shape + (1,) * (a.ndim - valid.ndim))
+        mask = masking.expand(valid, a.ndim)
         a = jnp.where(mask, a, jnp.ones_like(a))
         b = jnp.where(mask, b, jnp.zeros_like(b))
     b = b.at[0].add(a[0] * s_0)
@@ -48,5 +49,5 @@ def evaluate(
     _, ys = linear.readout(params, states, xps)
     final, _ = linear.readout(params, states[-1], jax.tree.map(lambda x: x[-1], xps))
     if valid is not None:
-        ys = jnp.where(valid.reshape(valid.shape + (1,) * (ys.ndim - valid.ndim)), ys, 0.0)
+        ys = masking.zero(valid, ys)
     return final, ys

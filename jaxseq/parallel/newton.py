@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from jaxseq import _masking as masking
 from jaxseq.parallel.scan import linear_scan, matrix_scan
 from jaxseq.types import Carry, Cell, Params
 from jaxseq.unroll import _evaluate
@@ -103,7 +104,7 @@ def _flat_step(cell: Cell, carry: Carry) -> tuple[Step, Callable, Callable]:
         h = flatten(new)
         if valid is None:
             return h
-        return jnp.where(valid.reshape(valid.shape + (1,) * (h.ndim - valid.ndim)), h, h_prev)
+        return masking.keep(valid, h, h_prev)
 
     return step, flatten, unflatten
 
@@ -234,7 +235,7 @@ def evaluate(
     hs, info = _solve(step, options, params, xps, h_0, valid)
     _, ys = cell.recur(params, unflatten(_shift(hs, h_0)), xps)  # every y_t at once
     if valid is not None:
-        ys = jnp.where(valid.reshape(valid.shape + (1,) * (ys.ndim - valid.ndim)), ys, 0.0)
+        ys = masking.zero(valid, ys)
     return unflatten(hs[-1]), ys, info
 
 
