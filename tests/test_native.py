@@ -357,6 +357,19 @@ def test_thread_partitions(partition, monkeypatch):
             _assert_grads_close(grads, expected[name, label][1])
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_backward_overwrites_the_saved_activations_where_shapes_match(name):
+    """Elman and LSTM: ∂z takes the activations' buffer (one [T, B, K] buffer less)."""
+    inputs, lengths = _inputs(H, (B,)), _lengths((B,))
+    run = _grads_function(H, ("plain",), names=(name,), **NATIVE)
+    lowered = jax.jit(run).lower(inputs, lengths)
+    (call,) = [line for line in lowered.as_text().splitlines() if "jaxseq_rnn_backward" in line]
+    aliased = "output_operand_alias<output_tuple_indices = [0], operand_index = 1" in call
+    assert aliased == (name != "gru"), call
+    _, grads = lowered.compile()(inputs, lengths)[name, "plain"]
+    _assert_grads_close(grads, _autodiff_grads(H, (B,), ("plain",))[name, "plain"][1])
+
+
 # --------------------------------------------------------- batch and vmap
 
 

@@ -131,9 +131,11 @@ HIGHER_ORDER = (
 )
 
 
-def _call(name: str, outs, *args, cell: str, reverse: bool, masked: bool) -> tuple:
+def _call(name: str, outs, *args, cell: str, reverse: bool, masked: bool, aliases=None) -> tuple:
     out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in outs]
-    kernel = jax.ffi.ffi_call(f"jaxseq_rnn_{name}", out_types, vmap_method="sequential")
+    kernel = jax.ffi.ffi_call(
+        f"jaxseq_rnn_{name}", out_types, vmap_method="sequential", input_output_aliases=aliases
+    )
     attrs = dict(
         cell=np.int64(CELLS[cell]),
         reverse=np.int64(reverse),
@@ -181,8 +183,18 @@ def _bwd(kind, reverse, residuals, cotangents):
     K = _GATES[kind] * H
     outs = [(T, B, K), (T, B, K) if kind == "gru" else (0,), (B, H), (B, H)]
     args = (w_h, acts, hprev, cprev, valid, d_ys, d_hT, d_cT)
+    # Where ∂z has the saved activations' shape (Elman, LSTM) the kernel overwrites
+    # them in place (it reads each before writing its gradient): one [T, B, K]
+    # buffer less for XLA to allocate, and for the OS to page in on every call.
+    in_place = {1: 0} if acts.shape == outs[0] else None
     dzx, dzh, d_h0, d_c0 = _call(
-        "backward", outs, *args, cell=kind, reverse=reverse, masked=valid.size > 0
+        "backward",
+        outs,
+        *args,
+        cell=kind,
+        reverse=reverse,
+        masked=valid.size > 0,
+        aliases=in_place,
     )
     dz_rec = dzh if kind == "gru" else dzx
     flat = lambda a: a.reshape(T * B, a.shape[-1])  # noqa: E731

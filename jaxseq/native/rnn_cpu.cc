@@ -402,6 +402,8 @@ struct Backward {
   const bool* valid;
   float *dzx, *dzh;  // dzh: the recurrent product's share (GRU only; else dzx serves both)
   float *dh0, *dc0;
+  // dzx may be acts itself (Elman, LSTM: jaxseq/native/__init__.py aliases them):
+  // each step reads a unit's activations before it writes that unit's gradients.
 };
 
 void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool& sense) {
