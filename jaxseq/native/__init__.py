@@ -40,7 +40,7 @@ _SOURCE = Path(__file__).with_name("rnn_cpu.cc")
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-std=c++17", "-fPIC", "-shared", "-w")
 CELLS = {"elman": 0, "lstm": 1, "gru": 2}
 _GATES = {"elman": 1, "lstm": 4, "gru": 3}
-_ACTS = {"elman": 1, "lstm": 4, "gru": 4}  # saved activations per unit
+_ACTS = {"elman": 1, "lstm": 4, "gru": 3}  # saved activations per unit
 
 
 def _cache_dir() -> Path:
@@ -162,31 +162,33 @@ def _run(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid):
 def _forward_call(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save: bool):
     T, B, _ = x.shape
     H = w_h.shape[0]
-    saved = [(T, B, _ACTS[kind] * H), (T, B, H), (T, B, H) if kind == "lstm" else (0,)]
+    # activations, h_{t-1}, and "extra": LSTM c_{t-1}, GRU h_{t-1} U_n + b_hn
+    saved = [(T, B, _ACTS[kind] * H), (T, B, H), (T, B, H) if kind != "elman" else (0,)]
     outs = [(T, B, H), (B, H), (B, H), *(saved if save else [(0,)] * 3)]
     args = (x, w_x, b, w_h, b_hn, h0, c0, valid)
     return _call("forward", outs, *args, cell=kind, reverse=reverse, masked=valid.size > 0)
 
 
 def _fwd(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid):
-    ys, hT, cT, acts, hprev, cprev = _forward_call(
+    ys, hT, cT, acts, hprev, extra = _forward_call(
         kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save=True
     )
-    return (ys, hT, cT), (w_x, w_h, b_hn, x, acts, hprev, cprev, valid)
+    return (ys, hT, cT), (w_x, w_h, b_hn, x, acts, hprev, extra, valid)
 
 
 def _bwd(kind, reverse, residuals, cotangents):
-    w_x, w_h, b_hn, x, acts, hprev, cprev, valid = residuals
+    w_x, w_h, b_hn, x, acts, hprev, extra, valid = residuals
     d_ys, d_hT, d_cT = cotangents
     T, B, D = x.shape
     H = w_h.shape[0]
     K = _GATES[kind] * H
-    outs = [(T, B, K), (T, B, K) if kind == "gru" else (0,), (B, H), (B, H)]
-    args = (w_h, acts, hprev, cprev, valid, d_ys, d_hT, d_cT)
-    # Where ∂z has the saved activations' shape (Elman, LSTM) the kernel overwrites
-    # them in place (it reads each before writing its gradient): one [T, B, K]
-    # buffer less for XLA to allocate, and for the OS to page in on every call.
-    in_place = {1: 0} if acts.shape == outs[0] else None
+    # dzx: ∂ of every gate's pre-activation; dzh (GRU): ∂(h U_n + b_hn) = dn · r
+    outs = [(T, B, K), (T, B, H) if kind == "gru" else (0,), (B, H), (B, H)]
+    args = (w_h, acts, hprev, extra, valid, d_ys, d_hT, d_cT)
+    # The kernel writes dzx over the activations and dzh over GRU's `extra` (it
+    # reads a unit's residuals before writing its gradients): [T, B, K + H] less
+    # for XLA to allocate, and for the OS to page in, on every call.
+    in_place = {1: 0} | ({3: 1} if kind == "gru" else {})
     dzx, dzh, d_h0, d_c0 = _call(
         "backward",
         outs,
@@ -196,13 +198,15 @@ def _bwd(kind, reverse, residuals, cotangents):
         masked=valid.size > 0,
         aliases=in_place,
     )
-    dz_rec = dzh if kind == "gru" else dzx
     flat = lambda a: a.reshape(T * B, a.shape[-1])  # noqa: E731
-    d_w_h = flat(hprev).T @ flat(dz_rec)  # Σ_t h_{t-1}ᵀ ∂z_t: one product over all steps
+    d_w_h = flat(hprev).T @ flat(dzx)  # Σ_t h_{t-1}ᵀ ∂z_t: one product over all steps
+    if kind == "gru":  # U_n sees dn · r, not dn (the product's last H columns are dropped:
+        # cheaper than slicing dzx, which XLA copies)
+        d_w_h = jnp.concatenate([d_w_h[:, : 2 * H], flat(hprev).T @ flat(dzh)], axis=1)
     d_w_x = flat(x).T @ flat(dzx)
     d_x = dzx @ w_x.T
     d_b = dzx.sum(axis=(0, 1))
-    d_b_hn = dzh[..., 2 * H :].sum(axis=(0, 1)) if kind == "gru" else jnp.zeros_like(b_hn)
+    d_b_hn = dzh.sum(axis=(0, 1)) if kind == "gru" else jnp.zeros_like(b_hn)
     return d_w_x, d_b, d_w_h, d_b_hn, d_x, d_h0, d_c0, None
 
 

@@ -262,7 +262,7 @@ void run_threads(const std::vector<Part>& parts, bool shared, F body) {
 }
 
 int num_gates(int cell) { return cell == kLstm ? 4 : (cell == kGru ? 3 : 1); }
-int num_acts(int cell) { return cell == kElman ? 1 : 4; }
+int num_acts(int cell) { return cell == kLstm ? 4 : (cell == kGru ? 3 : 1); }
 
 struct Shapes {
   int T, B, D, H;
@@ -277,7 +277,10 @@ struct Forward {
   const float *xs, *w_x, *b, *w_h, *b_hn, *h0, *c0;
   const bool* valid;
   float *ys, *hT, *cT;
-  float *acts, *hprev, *cprev;  // residuals for the backward pass; null when not saved
+  // residuals for the backward pass, null when not saved: the activations (Elman h;
+  // LSTM i, f, g, o; GRU r, u, n), h_{t-1}, and `extra`: LSTM c_{t-1}, GRU
+  // h_{t-1} U_n + b_hn (the recurrent candidate before the reset gate)
+  float *acts, *hprev, *extra;
 };
 
 void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_buf,
@@ -322,12 +325,14 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
       float* hn = h_next + b * H;
       float* act = f.acts ? f.acts + (row + b) * A * H : nullptr;
       if (f.hprev) std::memcpy(f.hprev + (row + b) * H + j0, hp + j0, n * sizeof(float));
-      if (f.cprev) std::memcpy(f.cprev + (row + b) * H + j0, &c[(b - b0) * n], n * sizeof(float));
+      float* extra = f.extra ? f.extra + (row + b) * H : nullptr;
+      if (extra && f.cell == kLstm) std::memcpy(extra + j0, &c[(b - b0) * n], n * sizeof(float));
       if (!ok) {
         std::memcpy(hn + j0, hp + j0, n * sizeof(float));
         std::memset(y + j0, 0, n * sizeof(float));
         if (act)
           for (int a = 0; a < A; ++a) std::memset(act + a * H + j0, 0, n * sizeof(float));
+        if (extra && f.cell == kGru) std::memset(extra + j0, 0, n * sizeof(float));
         continue;
       }
       float* z = &zx[(b - b0) * N];
@@ -378,7 +383,7 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
             _mm256_storeu_ps(act + j, r);
             _mm256_storeu_ps(act + H + j, u);
             _mm256_storeu_ps(act + 2 * H + j, cand);
-            _mm256_storeu_ps(act + 3 * H + j, hh);
+            _mm256_storeu_ps(extra + j, hh);
           }
         }
       }
@@ -398,12 +403,15 @@ struct Backward {
   int cell;
   bool reverse;
   Shapes s;
-  const float *w_h, *acts, *hprev, *cprev, *dys, *dhT, *dcT;
+  const float *w_h, *acts, *hprev, *extra, *dys, *dhT, *dcT;  // as in Forward
   const bool* valid;
-  float *dzx, *dzh;  // dzh: the recurrent product's share (GRU only; else dzx serves both)
+  // dzx: [T, B, G H], the gradient of every gate's pre-activation; dzh (GRU only):
+  // [T, B, H], that of h U_n + b_hn (dn * r), which with dzx's first 2H is what the
+  // recurrent product sees. jaxseq/native/__init__.py lets dzx be acts and dzh be
+  // extra (same shapes): each step reads a unit's residuals before it writes that
+  // unit's gradients.
+  float *dzx, *dzh;
   float *dh0, *dc0;
-  // dzx may be acts itself (Elman, LSTM: jaxseq/native/__init__.py aliases them):
-  // each step reads a unit's activations before it writes that unit's gradients.
 };
 
 void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool& sense) {
@@ -411,9 +419,12 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
   const int T = f.s.T, B = f.s.B, H = f.s.H;
   const int G = num_gates(f.cell), A = num_acts(f.cell);
   const int n = j1 - j0, K = G * H;
-  // U^T restricted to this thread's units: [G*H, n]
-  std::vector<float> utp(static_cast<size_t>(K) * n);
-  pack(utp.data(), K, n, [&](int k, int c) { return f.w_h[(j0 + c) * K + k]; });
+  // U^T restricted to this thread's units, [G*H, n], packed in two row segments:
+  // [0, K1) multiplies dzx's first K1 entries, [K1, K) multiplies dzh (GRU only)
+  const int K1 = f.cell == kGru ? 2 * H : K, K2 = K - K1;
+  std::vector<float> utp1(static_cast<size_t>(K1) * n), utp2(static_cast<size_t>(K2) * n);
+  pack(utp1.data(), K1, n, [&](int k, int c) { return f.w_h[(j0 + c) * K + k]; });
+  pack(utp2.data(), K2, n, [&](int k, int c) { return f.w_h[(j0 + c) * K + K1 + k]; });
   // dh, dc, direct and prod are indexed by the row b - b0 of this thread's rows
   std::vector<float> dh(M * n), dc(f.cell == kLstm ? M * n : 0), direct(M * n), prod(M * n);
   for (int b = b0; b < b1; ++b) {
@@ -421,7 +432,6 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
     if (f.cell == kLstm) std::memcpy(&dc[(b - b0) * n], f.dcT + b * H + j0, n * sizeof(float));
   }
   const __m256 one = _mm256_set1_ps(1.0f);
-  const float* dz_rec = f.cell == kGru ? f.dzh : f.dzx;
 
   for (int step = T - 1; step >= 0; --step) {
     const int t = f.reverse ? T - 1 - step : step;
@@ -430,12 +440,10 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
       const int q = (b - b0) * n;
       const bool ok = f.valid == nullptr || f.valid[row + b];
       float* dzx = f.dzx + (row + b) * K;
-      float* dzh = f.dzh ? f.dzh + (row + b) * K : nullptr;
+      float* dzh = f.dzh ? f.dzh + (row + b) * H : nullptr;
       if (!ok) {  // the carry passed through untouched: so does its gradient
-        for (int g = 0; g < G; ++g) {
-          std::memset(dzx + g * H + j0, 0, n * sizeof(float));
-          if (dzh) std::memset(dzh + g * H + j0, 0, n * sizeof(float));
-        }
+        for (int g = 0; g < G; ++g) std::memset(dzx + g * H + j0, 0, n * sizeof(float));
+        if (dzh) std::memset(dzh + j0, 0, n * sizeof(float));
         std::memcpy(&direct[q], &dh[q], n * sizeof(float));
         continue;
       }
@@ -451,7 +459,7 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
         } else if (f.cell == kLstm) {
           const __m256 i = _mm256_loadu_ps(act + j), fg = _mm256_loadu_ps(act + H + j);
           const __m256 g = _mm256_loadu_ps(act + 2 * H + j), o = _mm256_loadu_ps(act + 3 * H + j);
-          const __m256 cp = _mm256_loadu_ps(f.cprev + (row + b) * H + j);
+          const __m256 cp = _mm256_loadu_ps(f.extra + (row + b) * H + j);
           const __m256 tc = v_tanh(_mm256_fmadd_ps(fg, cp, _mm256_mul_ps(i, g)));
           const __m256 dct = _mm256_fmadd_ps(_mm256_mul_ps(d, o), _mm256_fnmadd_ps(tc, tc, one),
                                              _mm256_loadu_ps(&dc[q + jj]));
@@ -468,7 +476,7 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
         } else {
           const __m256 r = _mm256_loadu_ps(act + j), u = _mm256_loadu_ps(act + H + j);
           const __m256 cand = _mm256_loadu_ps(act + 2 * H + j);
-          const __m256 hh = _mm256_loadu_ps(act + 3 * H + j);
+          const __m256 hh = _mm256_loadu_ps(f.extra + (row + b) * H + j);
           const __m256 hp = _mm256_loadu_ps(f.hprev + (row + b) * H + j);
           const __m256 du = _mm256_mul_ps(d, _mm256_sub_ps(hp, cand));
           const __m256 dn = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_sub_ps(one, u)),
@@ -479,15 +487,15 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
           _mm256_storeu_ps(dzx + j, dr);
           _mm256_storeu_ps(dzx + H + j, dpu);
           _mm256_storeu_ps(dzx + 2 * H + j, dn);
-          _mm256_storeu_ps(dzh + j, dr);
-          _mm256_storeu_ps(dzh + H + j, dpu);
-          _mm256_storeu_ps(dzh + 2 * H + j, _mm256_mul_ps(dn, r));
+          _mm256_storeu_ps(dzh + j, _mm256_mul_ps(dn, r));
           _mm256_storeu_ps(&direct[q + jj], _mm256_mul_ps(d, u));
         }
       }
     }
     barrier.wait(sense);  // dz_t complete for every unit: each thread's product reads all of it
-    gemm(M, K, dz_rec + (row + b0) * K, K, utp.data(), n, prod.data(), n);
+    const float* dzh_t = f.dzh ? f.dzh + (row + b0) * H : f.dzx;  // (read only when K2 > 0)
+    gemm2(M, K1, f.dzx + (row + b0) * K, K, utp1.data(), K2, dzh_t, H, utp2.data(), n, prod.data(),
+          n);
     for (int q = 0; q < M * n; ++q) dh[q] = prod[q] + direct[q];
     // no second barrier: the next step's elementwise part reads only this thread's
     // units of dh, and writes dz_{t-1}, which no product reads before the next barrier
@@ -513,7 +521,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi:
                        int64_t masked, ffi::ResultBuffer<ffi::F32> ys,
                        ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> cT,
                        ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> hprev,
-                       ffi::ResultBuffer<ffi::F32> cprev) {
+                       ffi::ResultBuffer<ffi::F32> extra) {
   auto xd = xs.dimensions();
   if (xd.size() != 3) return ffi::Error::InvalidArgument("jaxseq native: xs must be [T, B, D]");
   Shapes s{static_cast<int>(xd[0]), static_cast<int>(xd[1]), static_cast<int>(xd[2]),
@@ -525,7 +533,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi:
             c0.typed_data(), masked ? valid.typed_data() : nullptr, ys->typed_data(),
             hT->typed_data(), cT->typed_data(), save ? acts->typed_data() : nullptr,
             save ? hprev->typed_data() : nullptr,
-            save && cell == kLstm ? cprev->typed_data() : nullptr};
+            save && cell != kElman ? extra->typed_data() : nullptr};
   if (cell != kLstm) std::memset(f.cT, 0, cT->size_bytes());
   if (s.T == 0) {
     std::memcpy(f.hT, f.h0, hT->size_bytes());
@@ -542,7 +550,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi:
 }
 
 ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
-                        ffi::Buffer<ffi::F32> hprev, ffi::Buffer<ffi::F32> cprev,
+                        ffi::Buffer<ffi::F32> hprev, ffi::Buffer<ffi::F32> extra,
                         ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> dys,
                         ffi::Buffer<ffi::F32> dhT, ffi::Buffer<ffi::F32> dcT, int64_t cell,
                         int64_t reverse, int64_t threads, int64_t masked,
@@ -553,7 +561,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
   Shapes s{static_cast<int>(yd[0]), static_cast<int>(yd[1]), 0, static_cast<int>(yd[2])};
   if (auto e = check_cell(cell, s.H); e.failure()) return e;
   Backward f{static_cast<int>(cell), reverse != 0, s, w_h.typed_data(), acts.typed_data(),
-             hprev.typed_data(), cprev.typed_data(), dys.typed_data(), dhT.typed_data(),
+             hprev.typed_data(), extra.typed_data(), dys.typed_data(), dhT.typed_data(),
              dcT.typed_data(), masked ? valid.typed_data() : nullptr, dzx->typed_data(),
              cell == kGru ? dzh->typed_data() : nullptr, dh0->typed_data(), dc0->typed_data()};
   if (cell != kLstm) std::memset(f.dc0, 0, dc0->size_bytes());
