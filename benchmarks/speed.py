@@ -189,6 +189,7 @@ def summarise(records: list[dict]) -> list[dict]:
             {k: turns[0][k] for k in ("cell", "mode", "shape", "impl", "T", "B", "D", "H")}
             | dict(kind="summary", median_ms=median, min_ms=min(times), steps=len(times))
             | dict(per_round_median_ms=[r["median_ms"] for r in turns], rounds=len(turns))
+            | dict(round_ids=[r.get("round") for r in turns])
             | dict(compile_s=statistics.median(compiles) if compiles else None)
             | dict(peak_bytes=turns[0]["peak_bytes"], gflops=gflops)
             | dict(matmul_gflops=matmul_gflops)
@@ -204,11 +205,14 @@ def summarise(records: list[dict]) -> list[dict]:
         best = min(anchors, key=lambda o: o["median_ms"]) if anchors else None
         s["fastest_anchor"] = best and best["impl"]
         s["speedup_vs_fastest_anchor"] = best and best["median_ms"] / s["median_ms"]
-        # the same ratio within each round (the two took turns minutes apart at most),
-        # whose spread shows how much of a difference the machine's drift can make
-        s["speedup_per_round"] = best and [
-            a / b for a, b in zip(best["per_round_median_ms"], s["per_round_median_ms"])
-        ]
+        # the same ratio within each round both ran in (they took turns minutes apart
+        # at most), whose spread shows how much of a difference the machine's drift makes
+        if best:
+            mine = dict(zip(s["round_ids"], s["per_round_median_ms"]))
+            theirs = dict(zip(best["round_ids"], best["per_round_median_ms"]))
+            s["speedup_per_round"] = [theirs[r] / mine[r] for r in mine if r in theirs]
+        else:
+            s["speedup_per_round"] = None
     order = {name: i for i, name in enumerate([*workers.GATES, "forward", "train", *SHAPES])}
     return sorted(summaries, key=lambda s: (order[s["cell"]], order[s["mode"]], order[s["shape"]]))
 

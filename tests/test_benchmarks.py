@@ -111,6 +111,11 @@ def test_per_round_speedup_pairs_each_round():
     assert "| 1.50× (torch); rounds 0.90–2.50 |" in text
     assert "| 1.00× (torch) |" in text  # the anchor itself: no range
 
+    # a turn lost in round 1 (a failed worker): rounds pair by number, not position
+    records = [r for r in records if not (r.get("impl") == "torch" and r.get("round") == 1)]
+    mine = {s["impl"]: s for s in speed.summarise(records)}["jaxseq"]
+    assert mine["speedup_per_round"] == pytest.approx([1.5, 2.5])
+
 
 def test_matmul_rate_measured_in_the_same_run(smoke):
     (matmul,) = _kind(smoke["records"], "matmul")

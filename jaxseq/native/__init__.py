@@ -186,8 +186,8 @@ def _bwd(kind, reverse, residuals, cotangents):
     outs = [(T, B, K), (T, B, H) if kind == "gru" else (0,), (B, H), (B, H)]
     args = (w_h, acts, hprev, extra, valid, d_ys, d_hT, d_cT)
     # The kernel writes dzx over the activations and dzh over GRU's `extra` (it
-    # reads a unit's residuals before writing its gradients): [T, B, K + H] less
-    # for XLA to allocate, and for the OS to page in, on every call.
+    # reads a unit's residuals before writing its gradients): [T, B, K] less (GRU:
+    # [T, B, 6H]) for XLA to allocate, and for the OS to page in, on every call.
     in_place = {1: 0} | ({3: 1} if kind == "gru" else {})
     dzx, dzh, d_h0, d_c0 = _call(
         "backward",
