@@ -1,14 +1,19 @@
 """The measuring half of `benchmarks.speed`: what one worker process runs, and the remat report.
 
-`run_turn` runs inside a worker subprocess (started by `benchmarks.speed`) and
-returns JSON-ready records; only the implementation being measured is imported,
-so a PyTorch worker never loads JAX and a JAX worker never loads PyTorch
-(PERF_NOTES.md, lesson 1). `mib` and `remat_markdown` format for the tables.
+A worker process (started by `benchmarks.speed`) is one implementation at one
+shape. `prepare` compiles and warms up each of its tasks (cell × mode) once;
+`serve` then reports them and times steps whenever the parent asks, so the
+parent can interleave short turns of every implementation (see `speed.py`).
+Only the implementation being measured is imported, so a PyTorch worker never
+loads JAX and a JAX worker never loads PyTorch (PERF_NOTES.md, lesson 1).
+`mib` and `remat_markdown` format for the tables.
 """
 
 import importlib.metadata
+import json
 import os
 import statistics
+import sys
 import time
 
 GATES = {"lstm": 4, "gru": 3}  # G: fused gate blocks per cell
@@ -21,19 +26,28 @@ def flops(cell: str, mode: str, shape: tuple[int, int, int, int]) -> float:
     return forward if mode == "forward" else 3.0 * forward
 
 
-def _timed(fn, warmup: int, steps: int) -> dict:
-    """Calls `fn` (which must block until its result is ready) `warmup + steps` times."""
+def _warm(fn, warmup: int) -> dict:
+    """Calls `fn` (which must block until its result is ready) `warmup` times; times the first."""
     start = time.perf_counter()
     fn()
     first_call_s = time.perf_counter() - start
     for _ in range(warmup - 1):
         fn()
-    times = []
+    return dict(first_call_s=first_call_s)
+
+
+def timed(fn, steps: int) -> dict:
+    """Wall-clock ms of `steps` calls of `fn`, and the load average just before them."""
+    load, times = os.getloadavg()[0], []
     for _ in range(steps):
         start = time.perf_counter()
         fn()
         times.append(1e3 * (time.perf_counter() - start))
-    return dict(first_call_s=first_call_s, times_ms=times, median_ms=statistics.median(times))
+    return dict(times_ms=times, median_ms=statistics.median(times), loadavg_1min=load)
+
+
+def _timed(fn, warmup: int, steps: int) -> dict:
+    return _warm(fn, warmup) | timed(fn, steps)
 
 
 def memory(compiled) -> dict:
@@ -132,7 +146,8 @@ def jax_tasks(impl: str, family: str, cell: str, modes: list[str], shape, option
     `unroll` does not take) skips the task with its message instead of failing.
 
     Returns:
-      one dict per mode, in the order of `modes`.
+      one `(record, run)` per mode, in the order of `modes`: `run()` makes one call and
+      blocks until its result is ready (None for a skipped task, whose record says why).
     """
     import jax
     import jax.numpy as jnp
@@ -149,16 +164,18 @@ def jax_tasks(impl: str, family: str, cell: str, modes: list[str], shape, option
         try:
             compiled, compile_s = _compile(fn, params, xs)
         except TypeError as error:
-            results.append(dict(skipped=f"unroll rejected {options.get('kwargs')}: {error}"))
+            results.append(
+                (dict(skipped=f"unroll rejected {options.get('kwargs')}: {error}"), None)
+            )
             continue
         run = lambda c=compiled: jax.block_until_ready(c(params, xs))  # noqa: E731
-        timed = _timed(run, options["warmup"], options["steps"])
-        results.append(dict(compile_s=compile_s, **memory(compiled)) | timed)
+        record = dict(compile_s=compile_s, **memory(compiled)) | _warm(run, options["warmup"])
+        results.append((record, run))
     return results
 
 
-def torch_task(cell: str, mode: str, shape, options: dict) -> dict:
-    """Times PyTorch `nn.LSTM`/`nn.GRU` (forward under `no_grad`; train = forward + backward)."""
+def torch_task(cell: str, mode: str, shape, options: dict) -> tuple[dict, object]:
+    """PyTorch `nn.LSTM`/`nn.GRU`, warmed up (forward under `no_grad`; train: + backward)."""
     import torch
 
     torch.set_num_threads(options["torch_threads"])
@@ -178,24 +195,29 @@ def torch_task(cell: str, mode: str, shape, options: dict) -> dict:
         return loss
 
     run = forward if mode == "forward" else train
-    timed = _timed(run, options["warmup"], options["steps"])
-    return dict(compile_s=None, peak_bytes=None) | timed
+    return dict(compile_s=None, peak_bytes=None) | _warm(run, options["warmup"]), run
 
 
-def matmul(size: int, options: dict) -> dict:
-    """This machine's dense float32 rate: `size`² @ `size`² with JAX, in GFLOP/s."""
+def matmul(size: int, options: dict) -> tuple[dict, object]:
+    """This machine's dense float32 rate, `size`² @ `size`² with JAX: `(record, run)`."""
     import jax
 
     k_a, k_b = jax.random.split(jax.random.key(0))
     a = jax.random.normal(k_a, (size, size))
     b = jax.random.normal(k_b, (size, size))
     compiled, compile_s = _compile(lambda a, b: a @ b, a, b)
-    timed = _timed(
-        lambda: jax.block_until_ready(compiled(a, b)), options["warmup"], options["steps"]
+    run = lambda: jax.block_until_ready(compiled(a, b))  # noqa: E731
+    record = dict(matmul_size=size, flops=2.0 * size**3, compile_s=compile_s)
+    return record | _warm(run, options["warmup"]), run
+
+
+def matmul_rate(record: dict) -> dict:
+    """GFLOP/s of a timed matmul turn: at its median and at its fastest step."""
+    flops = record["flops"]
+    return dict(
+        gflops=flops / (record["median_ms"] * 1e6),
+        best_gflops=flops / (min(record["times_ms"]) * 1e6),
     )
-    gflops = 2.0 * size**3 / (timed["median_ms"] * 1e6)
-    best = 2.0 * size**3 / (min(timed["times_ms"]) * 1e6)
-    return dict(matmul_size=size, compile_s=compile_s, gflops=gflops, best_gflops=best) | timed
 
 
 def remat_report(shape, options: dict) -> dict:
@@ -215,13 +237,13 @@ def remat_report(shape, options: dict) -> dict:
         loss = lambda p, xs, r=remat: jnp.sum(jaxseq.unroll(cell, p, xs, remat=r)[1] ** 2)  # noqa: E731
         compiled, compile_s = _compile(jax.value_and_grad(loss), params, xs)
         results[remat] = jax.device_get(compiled(params, xs))
-        timed = _timed(
+        measured = _timed(
             lambda c=compiled: jax.block_until_ready(c(params, xs)),
             options["warmup"],
             options["steps"],
         )
         name = "remat" if remat else "default"
-        record[name] = dict(compile_s=compile_s, **memory(compiled)) | timed
+        record[name] = dict(compile_s=compile_s, **memory(compiled)) | measured
     (loss_a, grads_a), (loss_b, grads_b) = results[False], results[True]
     diffs = [
         float(np.max(np.abs(a - b))) for a, b in zip(*map(jax.tree.leaves, (grads_a, grads_b)))
@@ -268,34 +290,65 @@ def remat_markdown(r: dict) -> list[str]:
     ]
 
 
-def run_turn(impl: str, family: str, shape_name: str, shape, args, kwargs: dict) -> list[dict]:
-    """The records of one turn: one implementation, every cell and mode at one shape.
+def prepare(impl: str, family: str, shape_name: str, shape, args, kwargs: dict):
+    """Compiles and warms up every task of one worker: `(records, runs)`, one of each per task.
 
-    `impl` "matmul" measures the matmul rate and "remat" makes the remat report
-    (at `args.remat_T` and `args.remat_shape`) instead; `kwargs` go to
-    `jaxseq.unroll` when `family` is "jaxseq".
+    The tasks are each cell and mode at `shape` (in the order of `args.cells` and
+    `args.modes`); `impl` "matmul" has one task, the dense matmul. `kwargs` go to
+    `jaxseq.unroll` when `family` is "jaxseq". A skipped task's record has a
+    "skipped" reason and its run is None.
     """
     options = dict(vars(args), kwargs=kwargs)
-    env = environment("jaxseq" if impl == "remat" else family) | dict(impl=impl)
+    env = environment(family) | dict(impl=impl)
     if impl == "matmul":
-        return [env | dict(kind="matmul") | matmul(args.matmul_size, options)]
-    if impl == "remat":
-        b, d, h = map(int, args.remat_shape.split(","))
-        report = remat_report((args.remat_T, b, d, h), options)
-        return [env | dict(kind="remat", cell="lstm", T=args.remat_T, B=b, D=d, H=h) | report]
-    records = []
+        record, run = matmul(args.matmul_size, options)
+        return [env | dict(kind="matmul") | record], [run]
+    records, runs = [], []
     modes = [mode for mode in args.modes.split(",") if mode]
     for cell in [cell for cell in args.cells.split(",") if cell]:
         if family == "torch":
             results = [torch_task(cell, mode, shape, options) for mode in modes]
         else:
             results = jax_tasks(impl, family, cell, modes, shape, options)
-        for mode, result in zip(modes, results):
+        for mode, (result, run) in zip(modes, results):
             base = dict(kind="turn", cell=cell, mode=mode, shape=shape_name)
             base |= dict(zip("TBDH", shape), flops=flops(cell, mode, shape))
             base["unroll_kwargs"] = repr(kwargs) if family == "jaxseq" else None
             records.append(env | base | result)
-    return records
+            runs.append(run)
+    return records, runs
+
+
+def serve(records: list[dict], runs: list, commands, replies) -> None:
+    """The worker's side of the turns: one JSON line of `records`, then one reply per command.
+
+    Each command line is `{"task": i, "steps": n}`; the reply is `timed(runs[i], n)`
+    as one JSON line. Returns at the end of `commands` (the parent closed the pipe).
+    """
+    replies.write(json.dumps(records) + "\n")
+    replies.flush()
+    for line in commands:
+        command = json.loads(line)
+        replies.write(json.dumps(timed(runs[command["task"]], command["steps"])) + "\n")
+        replies.flush()
+
+
+def protocol_stream():
+    """The real stdout for `serve`'s replies; fd 1 then goes to stderr, so that anything a
+    library prints cannot end up in the middle of the protocol."""
+    stream = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return stream
+
+
+def remat_turn(args) -> list[dict]:
+    """The remat report (one record), at `args.remat_T` and `args.remat_shape`."""
+    options = dict(vars(args), kwargs={})
+    b, d, h = map(int, args.remat_shape.split(","))
+    report = remat_report((args.remat_T, b, d, h), options)
+    env = environment("jaxseq") | dict(impl="remat")
+    return [env | dict(kind="remat", cell="lstm", T=args.remat_T, B=b, D=d, H=h) | report]
 
 
 def environment(family: str) -> dict:

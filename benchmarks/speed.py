@@ -12,10 +12,17 @@ time_major=True)`; Haiku `hk.dynamic_unroll(hk.LSTM / hk.GRU)` and Equinox
 `eqx.nn.LSTMCell / GRUCell` under `lax.scan` + `vmap` (each only where installed);
 PyTorch `nn.LSTM / nn.GRU` on the CPU with `torch.set_num_threads(2)`.
 
-Each implementation runs in its own process, and the processes take turns for
-`--rounds` rounds (PyTorch's spinning OpenMP threads stall a JAX process beside
-them; PERF_NOTES.md, lesson 1); a `matmul` worker takes a turn at the start of
-every round and measures this machine's dense float32 rate (2048² @ 2048², JAX).
+Each implementation runs in its own process (PyTorch's spinning OpenMP threads
+stall a JAX process beside them; PERF_NOTES.md, lesson 1), and the processes take
+turns: for each shape, every implementation's worker is started once (compiled and
+warmed up), then for `--rounds` rounds each task (cell × mode) is timed for
+`--steps` calls by every implementation in turn, back to back, in an order that
+rotates from round to round, with a `--gap_ms` pause after each turn so that the
+last process's spinning threads are asleep. Turns of one task are seconds apart at
+most, so a ratio taken within a round sees one state of the shared machine, and
+many short rounds spread its drift evenly over every implementation. A `matmul`
+worker takes a turn at the start of every round and measures this machine's dense
+float32 rate (2048² @ 2048², JAX).
 Reported per (cell, mode, shape, impl), over all rounds' timed steps:
   median and fastest ms per step; compile s: `jax.jit(f).lower(...).compile()`;
   peak memory: temp + argument + output − alias bytes of
@@ -27,14 +34,14 @@ Reported per (cell, mode, shape, impl), over all rounds' timed steps:
   % of the matmul rate measured in the same run;
   speedup vs the fastest anchor (the fastest non-jaxseq implementation in the
     same run): its median ÷ this median, so > 1 means faster than every anchor;
-    and the same ratio within each round (`speedup_per_round`; the table shows
-    its range): on a shared machine it moves by 10–30% between rounds.
+    and the same ratio within each round (`speedup_per_round`), summarised as
+    its median and middle half (25th–75th percentile) over the rounds.
 `--remat_T=N` adds a report on the jaxseq LSTM train step at T = N
 (`--remat_shape` B,D,H): `remat=False` (unroll's default BPTT) vs `remat=True`,
 peak memory of each, the ratio, and the max |Δ| of the loss and of the gradients.
 
-    .venv/bin/python -m benchmarks.speed                                # A–D, 2 rounds
-    .venv/bin/python -m benchmarks.speed --shapes=A,B,C,D --rounds=3 --steps=10
+    .venv/bin/python -m benchmarks.speed                                # A–D, 10 rounds of 4
+    .venv/bin/python -m benchmarks.speed --shapes=A,B,C,D --rounds=20 --steps=3
     .venv/bin/python -m benchmarks.speed --shapes=A --cells=lstm --modes=train --impls=jaxseq,torch
     .venv/bin/python -m benchmarks.speed --shapes=none --remat_T=10000  # the remat report only
     .venv/bin/python -m benchmarks.speed --malloc_thresholds            # glibc tuned (lesson 3)
@@ -53,6 +60,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from benchmarks import _speed_workers as workers
@@ -74,7 +82,7 @@ JAXSEQ_VARIANTS = {
     "jaxseq-autodiff": {"bptt": "autodiff"},  # XLA's scan, differentiated step by step
 }
 ANCHORS = {"flax": "flax", "haiku": "haiku", "equinox": "equinox", "torch": "torch"}
-TINY = dict(shapes="tiny", rounds=1, steps=2, warmup=1, matmul_size=128)
+TINY = dict(shapes="tiny", rounds=2, steps=2, warmup=1, matmul_size=128, gap_ms=1)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -83,8 +91,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cells", default="lstm,gru")
     parser.add_argument("--modes", default="forward,train")
     parser.add_argument("--impls", default=",".join([*JAXSEQ_VARIANTS, *ANCHORS]))
-    parser.add_argument("--rounds", type=int, default=2, help="turns each implementation takes")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per turn")
+    parser.add_argument("--rounds", type=int, default=10, help="turns each task takes")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per turn")
+    parser.add_argument(
+        "--gap_ms", type=float, default=50, help="pause after each turn (spinning threads park)"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (≥ 1)")
     parser.add_argument("--matmul_size", type=int, default=2048)
     parser.add_argument("--torch_threads", type=int, default=2)
@@ -105,6 +116,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name in ("rounds", "steps", "warmup", "matmul_size", "torch_threads"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be ≥ 1, got {getattr(args, name)}")
+    if not args.gap_ms >= 0:
+        raise ValueError(f"--gap_ms must be ≥ 0, got {args.gap_ms}")
     choices = dict(shapes=[*SHAPES], cells=[*workers.GATES], modes=["forward", "train"])
     for option, allowed in (choices | dict(impls=[*JAXSEQ_VARIANTS, *ANCHORS])).items():
         for name in _names(getattr(args, option)):
@@ -119,31 +132,121 @@ def _names(text: str) -> list[str]:
     return [name for name in text.split(",") if name and name != "none"]
 
 
-def worker(args) -> list[dict]:
-    """The records of one turn (run in the worker process): see `_speed_workers.run_turn`."""
+def worker(args) -> None:
+    """The worker process: prepares its tasks, then serves turns (remat: answers once)."""
     impl, shape_name = args.worker
+    replies = workers.protocol_stream()
+    if impl == "remat":
+        replies.write(json.dumps(workers.remat_turn(args)) + "\n")
+        replies.flush()
+        return
     family = "jaxseq" if impl in JAXSEQ_VARIANTS else ANCHORS.get(impl, impl)
     shape = SHAPES.get(shape_name)
-    return workers.run_turn(impl, family, shape_name, shape, args, JAXSEQ_VARIANTS.get(impl, {}))
+    kwargs = JAXSEQ_VARIANTS.get(impl, {})
+    records, runs = workers.prepare(impl, family, shape_name, shape, args, kwargs)
+    workers.serve(records, runs, sys.stdin, replies)
 
 
-def _turn(impl: str, shape: str, argv: list[str], env: dict) -> list[dict]:
-    """Runs one worker process and returns its records (an "error" record if it failed)."""
-    cmd = [sys.executable, "-m", "benchmarks.speed", *argv, "--worker", impl, shape]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-    if proc.returncode != 0:
-        tail = proc.stderr.strip()[-3000:]
-        print(f"worker {impl} at {shape} failed:\n{tail}", file=sys.stderr)
-        return [dict(kind="error", impl=impl, shape=shape, error=tail)]
-    records = json.loads(proc.stdout.strip().splitlines()[-1])
-    for record in records:
-        if "skipped" in record:
-            record["kind"] = "skipped"
-    return records
+class WorkerFailed(RuntimeError):
+    """A worker process exited or answered out of protocol; the message ends with its stderr."""
+
+
+class Worker:
+    """One implementation at one shape in its own process: compiled once, timed on request.
+
+    Starting it waits until the worker has compiled and warmed up every task, and
+    `records` holds one record per task (compile time, memory; "skipped" where the
+    task cannot run). `time(i, steps)` has it run `steps` timed calls of task `i`.
+    """
+
+    def __init__(self, impl: str, shape: str, argv: list[str], env: dict, cmd=None):
+        self.impl, self.shape = impl, shape
+        cmd = cmd or [sys.executable, "-m", "benchmarks.speed", *argv, "--worker", impl, shape]
+        self._log = tempfile.TemporaryFile("w+")  # stderr: a pipe could fill up and block it
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            text=True, cwd=ROOT, env=env,
+        )  # fmt: skip
+        self.records = self._reply()
+
+    def _reply(self):
+        line = self._proc.stdout.readline()
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            try:  # a worker that failed is exiting; one that went off protocol is stopped
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._log.seek(0)
+            tail = self._log.read().strip()[-3000:]
+            raise WorkerFailed(
+                f"worker {self.impl} at {self.shape} (exit status {self._proc.returncode}) "
+                f"answered {line[:200]!r}; its stderr ends:\n{tail}"
+            ) from None
+
+    def time(self, task: int, steps: int) -> dict:
+        """`steps` timed calls of task `task`: times_ms, median_ms, loadavg_1min."""
+        try:
+            self._proc.stdin.write(json.dumps(dict(task=task, steps=steps)) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the reply (none) raises WorkerFailed with the worker's stderr
+        return self._reply()
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
+
+
+def _error(impl: str, shape: str, error: Exception) -> dict:
+    print(error, file=sys.stderr)
+    return dict(kind="error", impl=impl, shape=shape, error=str(error)[-3000:])
+
+
+def _start(impls: list[str], shape: str, argv: list[str], env: dict, records: list[dict]):
+    """Starts each implementation's worker at `shape`, one after another (no compile
+    overlaps another's timing); failures and skipped tasks go into `records`."""
+    pool = []
+    for impl in impls:
+        try:
+            worker_ = Worker(impl, shape, argv, env)
+        except WorkerFailed as error:
+            records.append(_error(impl, shape, error))
+            continue
+        for record in worker_.records:
+            if "skipped" in record:
+                records.append(record | dict(kind="skipped"))
+                task = f"{record.get('cell')} {record.get('mode')}"
+                print(f"skipping {impl} {task}: {record['skipped']}")
+        pool.append(worker_)
+    return pool
+
+
+def _turn(worker_: Worker, task: int, round_: int, args) -> dict:
+    """One timed turn of one task; then a pause, so that the spinning threads of the
+    process that just ran (OpenMP, Eigen) are asleep before the next one starts."""
+    try:
+        result = worker_.records[task] | worker_.time(task, args.steps) | dict(round=round_)
+    finally:
+        time.sleep(args.gap_ms / 1e3)
+    if result["kind"] == "matmul":
+        result |= workers.matmul_rate(result)
+    return result
 
 
 def _take_turns(args, argv: list[str]) -> list[dict]:
-    """Every round: the matmul worker, then each implementation at each shape, in turn."""
+    """Paired turns: for each shape, every implementation's worker is started once; then
+    in each round the matmul takes a turn, and for each task (cell × mode) every
+    implementation takes a turn of `--steps` calls, back to back, in an order that
+    rotates from round to round."""
     env = dict(os.environ)
     if args.malloc_thresholds:
         env |= {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
@@ -156,19 +259,44 @@ def _take_turns(args, argv: list[str]) -> list[dict]:
         else:
             impls.append(impl)
     shapes = _names(args.shapes)
-    for round_ in range(args.rounds if shapes else 0):
-        records += [r | dict(round=round_) for r in _turn("matmul", "-", argv, env)]
-        for shape in shapes:
-            for impl in list(impls):
-                turn = [r | dict(round=round_) for r in _turn(impl, shape, argv, env)]
-                records += turn
-                for record in turn:
-                    if record["kind"] == "skipped" and impl in impls:
-                        print(f"skipping {impl}: {record['skipped']}")
-                        impls.remove(impl)
+    matmul = _start(["matmul"], "-", argv, env, records) if shapes else []
+    for shape in shapes:
+        pool = _start(impls, shape, argv, env, records)
+        for round_ in range(args.rounds):
+            for worker_ in list(matmul):  # the machine's rate, then every task
+                try:
+                    records.append(_turn(worker_, 0, round_, args) | dict(shape=shape))
+                except WorkerFailed as error:
+                    records.append(_error("matmul", shape, error))
+                    matmul.remove(worker_)
+            for task in range(max((len(w.records) for w in pool), default=0)):
+                shift = round_ % max(len(pool), 1)
+                for worker_ in pool[shift:] + pool[:shift]:
+                    if "skipped" in worker_.records[task]:
+                        continue
+                    try:
+                        records.append(_turn(worker_, task, round_, args))
+                    except WorkerFailed as error:
+                        records.append(_error(worker_.impl, shape, error))
+                        pool.remove(worker_)
+                        worker_.close()
+        for worker_ in pool:
+            worker_.close()
+    for worker_ in matmul:
+        worker_.close()
     if args.remat_T:
-        records += _turn("remat", "-", argv, env)
+        records += _one_shot("remat", argv, env)
     return records
+
+
+def _one_shot(impl: str, argv: list[str], env: dict) -> list[dict]:
+    """Runs a worker that answers once (the remat report) and returns its records."""
+    try:
+        worker_ = Worker(impl, "-", argv, env)
+    except WorkerFailed as error:
+        return [_error(impl, "-", error)]
+    worker_.close()
+    return worker_.records
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -213,8 +341,17 @@ def summarise(records: list[dict]) -> list[dict]:
             s["speedup_per_round"] = [theirs[r] / mine[r] for r in mine if r in theirs]
         else:
             s["speedup_per_round"] = None
+        s["speedup_paired"] = _spread(s["speedup_per_round"])
     order = {name: i for i, name in enumerate([*workers.GATES, "forward", "train", *SHAPES])}
     return sorted(summaries, key=lambda s: (order[s["cell"]], order[s["mode"]], order[s["shape"]]))
+
+
+def _spread(values: list[float] | None) -> dict | None:
+    """Median and middle half (25th–75th percentile, inclusive) of two or more values."""
+    if not values or len(values) < 2:
+        return None
+    low, median, high = statistics.quantiles(values, n=4, method="inclusive")
+    return dict(median=median, q1=low, q3=high, n=len(values))
 
 
 def _fmt(value, spec: str, scale: float = 1.0) -> str:
@@ -230,7 +367,7 @@ def _conditions(records: list[dict], command: str) -> list[str]:
     text = f"`{command}`, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
     text += ", ".join(f"{k} {v}" for k, v in ({"jax": jax_info.get("jax")} | versions).items())
     if loads:
-        text += f"; 1-min load average at worker starts {min(loads):.1f}–{max(loads):.1f}"
+        text += f"; 1-min load average at turns {min(loads):.1f}–{max(loads):.1f}"
     lines = [
         f"# Speed: one recurrent layer, float32, {jax_info.get('device', '?')}",
         "",
@@ -240,9 +377,8 @@ def _conditions(records: list[dict], command: str) -> list[str]:
         rates = [r["gflops"] for r in matmuls]
         lines.append(
             f"Dense float32 matmul ({matmuls[0]['matmul_size']}², JAX): "
-            f"{statistics.median(rates):.0f} GFLOP/s (median; per round: "
-            + " / ".join(f"{r:.0f}" for r in rates)
-            + ")."
+            f"{statistics.median(rates):.0f} GFLOP/s (median of {len(rates)} turns, "
+            f"{min(rates):.0f}–{max(rates):.0f})."
         )
     return lines
 
@@ -256,10 +392,10 @@ def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        speedup, per_round = s["speedup_vs_fastest_anchor"], s["speedup_per_round"]
+        speedup, paired = s["speedup_vs_fastest_anchor"], s["speedup_paired"]
         speedup = "—" if speedup is None else f"{speedup:.2f}× ({s['fastest_anchor']})"
-        if per_round and len(per_round) > 1 and s["impl"] != s["fastest_anchor"]:
-            speedup += f"; rounds {min(per_round):.2f}–{max(per_round):.2f}"
+        if paired and s["impl"] != s["fastest_anchor"]:
+            speedup += f"; paired {paired['median']:.2f} ({paired['q1']:.2f}–{paired['q3']:.2f})"
         lines.append(
             f"| {s['cell']} | {s['mode']} | {s['shape']} ({s['T']}, {s['B']}, {s['D']}, {s['H']}) "
             f"| {s['impl']} | {s['median_ms']:.2f} | {s['min_ms']:.2f} "
@@ -272,7 +408,8 @@ def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
         "output − alias bytes of `compiled.memory_analysis()` (— for PyTorch). GFLOP/s: "
         "forward 2·T·B·(D+H)·G·H (G = 4 LSTM, 3 GRU), train 3× forward. Speedup: the fastest "
         "non-jaxseq implementation's median ÷ this median (> 1: faster than every anchor); "
-        "rounds: the lowest and highest of that ratio taken within one round.",
+        "paired: the median over rounds of that ratio taken within one round (the two "
+        "turns back to back), and in brackets the middle half (25th–75th percentile).",
     ]
     notes = {(r["kind"], r["impl"], r.get("skipped") or r.get("error")): 0 for r in records}
     lines += [f"\n{k}: {impl}: {why}" for k, impl, why in notes if k in ("skipped", "error")]

@@ -1,12 +1,13 @@
 """benchmarks.speed end to end at `--tiny` shapes, in a subprocess (no timing assertions).
 
 One module-scoped smoke run (every cell and mode; jaxseq, Flax and PyTorch; the
-matmul worker; the remat report at T = 12) writes into a temporary folder; the
-tests read what it wrote. The FLOP count is checked against its formula written
+matmul worker; 2 rounds; the remat report at T = 12) writes into a temporary
+folder; the tests read what it wrote. The FLOP count is checked against its formula written
 out here, and the remat report's gradients against each other.
 """
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -58,7 +59,7 @@ def test_one_summary_per_cell_mode_impl(smoke):
     for s in summaries:
         assert SUMMARY_KEYS <= set(s), s
         assert (s["shape"], s["T"], s["B"], s["D"], s["H"]) == ("tiny", 5, 2, 3, 4)
-        assert s["steps"] == 2 and s["rounds"] == 1 and s["min_ms"] <= s["median_ms"]
+        assert s["steps"] == 4 and s["rounds"] == 2 and s["min_ms"] <= s["median_ms"]
 
 
 def test_gflops_follow_the_analytic_count(smoke):
@@ -72,7 +73,7 @@ def test_gflops_follow_the_analytic_count(smoke):
 
 def test_compile_time_and_memory_for_jax_only(smoke):
     turns = _kind(smoke["records"], "turn")
-    assert len(turns) == 4 * len(IMPLS)
+    assert len(turns) == 2 * 4 * len(IMPLS)
     for r in turns:
         assert len(r["times_ms"]) == 2 and r["version"] and r["loadavg_1min"] >= 0
         if r["impl"] == "torch":
@@ -80,6 +81,53 @@ def test_compile_time_and_memory_for_jax_only(smoke):
         else:
             parts = r["temp_bytes"] + r["argument_bytes"] + r["output_bytes"] - r["alias_bytes"]
             assert r["compile_s"] > 0 and r["peak_bytes"] == parts > 0
+
+
+def test_each_worker_compiles_once_and_the_turn_order_rotates(smoke):
+    turns = _kind(smoke["records"], "turn")
+    for impl in IMPLS:  # the same compiled function serves both rounds
+        for task in {(r["cell"], r["mode"]) for r in turns}:
+            mine = [r for r in turns if r["impl"] == impl and (r["cell"], r["mode"]) == task]
+            assert [r["round"] for r in mine] == [0, 1]
+            assert mine[0]["compile_s"] == mine[1]["compile_s"]
+            assert mine[0]["first_call_s"] == mine[1]["first_call_s"]
+    first_task = [r for r in turns if (r["cell"], r["mode"]) == ("lstm", "forward")]
+    assert [r["impl"] for r in first_task] == [*IMPLS, *IMPLS[1:], IMPLS[0]]
+
+
+def test_worker_serves_one_reply_per_command():
+    calls = []
+    runs = [lambda: calls.append("a"), lambda: calls.append("b")]
+    commands = io.StringIO('{"task": 1, "steps": 3}\n{"task": 0, "steps": 2}\n')
+    replies = io.StringIO()
+    _speed_workers.serve([{"kind": "turn"}, {"kind": "turn"}], runs, commands, replies)
+    first, *timed = [json.loads(line) for line in replies.getvalue().splitlines()]
+    assert first == [{"kind": "turn"}, {"kind": "turn"}] and calls == ["b"] * 3 + ["a"] * 2
+    assert [len(t["times_ms"]) for t in timed] == [3, 2]
+    assert all(t["median_ms"] >= 0 and t["loadavg_1min"] >= 0 for t in timed)
+
+
+@pytest.mark.parametrize(
+    "script, when",
+    [
+        ("import sys; print('not json'); sys.stderr.write('boom'); sys.exit(3)", "start"),
+        (
+            "import sys; print('[]', flush=True); sys.stdin.readline(); sys.stderr.write('boom')",
+            "turn",
+        ),
+    ],
+)
+def test_a_failed_worker_is_reported_with_its_stderr(script, when):
+    start = lambda: speed.Worker("x", "A", [], dict(os.environ), cmd=[sys.executable, "-c", script])  # noqa: E731
+    if when == "start":
+        with pytest.raises(speed.WorkerFailed, match=r"(?s)worker x at A \(exit status 3\).*boom"):
+            start()
+        return
+    worker = start()
+    assert worker.records == []
+    with pytest.raises(speed.WorkerFailed, match=r"(?s)exit status 0.*boom"):
+        worker.time(0, 1)
+    worker.close()
 
 
 def test_speedup_is_relative_to_the_fastest_anchor(smoke):
@@ -108,7 +156,8 @@ def test_per_round_speedup_pairs_each_round():
     assert mine["speedup_vs_fastest_anchor"] == pytest.approx(18.0 / 12.0)
     assert mine["speedup_per_round"] == pytest.approx([1.5, 0.9, 2.5])
     text = speed.markdown(records, list(by_impl.values()), "cmd")
-    assert "| 1.50× (torch); rounds 0.90–2.50 |" in text
+    assert mine["speedup_paired"] == pytest.approx(dict(median=1.5, q1=1.2, q3=2.0, n=3))
+    assert "| 1.50× (torch); paired 1.50 (1.20–2.00) |" in text
     assert "| 1.00× (torch) |" in text  # the anchor itself: no range
 
     # a turn lost in round 1 (a failed worker): rounds pair by number, not position
@@ -118,9 +167,13 @@ def test_per_round_speedup_pairs_each_round():
 
 
 def test_matmul_rate_measured_in_the_same_run(smoke):
-    (matmul,) = _kind(smoke["records"], "matmul")
-    assert matmul["matmul_size"] == 128 and matmul["gflops"] > 0
-    assert "Dense float32 matmul (128²" in smoke["markdown"]
+    matmuls = _kind(smoke["records"], "matmul")
+    assert [m["round"] for m in matmuls] == [0, 1]
+    for m in matmuls:
+        assert m["matmul_size"] == 128 and len(m["times_ms"]) == 2
+        assert m["gflops"] == pytest.approx(2 * 128**3 / (m["median_ms"] * 1e6))
+    assert "Dense float32 matmul (128², JAX)" in smoke["markdown"]
+    assert "(median of 2 turns" in smoke["markdown"]
 
 
 def test_remat_report_agrees_and_reports_memory(smoke):
@@ -156,14 +209,23 @@ def test_missing_libraries_are_skipped_with_a_message():
 
 def test_variant_with_kwargs_unroll_rejects_is_skipped():
     options = dict(warmup=1, steps=1, kwargs={"no_such_option": 1})
-    (result,) = _speed_workers.jax_tasks(
+    ((result, run),) = _speed_workers.jax_tasks(
         "jaxseq-bad", "jaxseq", "gru", ["forward"], (2, 1, 2, 2), options
     )
     assert "unroll rejected" in result["skipped"] and "no_such_option" in result["skipped"]
+    assert run is None
 
 
 @pytest.mark.parametrize(
-    "argv", [["--shapes=E"], ["--cells=rnn"], ["--modes=eval"], ["--impls=jax"], ["--steps=0"]]
+    "argv",
+    [
+        ["--shapes=E"],
+        ["--cells=rnn"],
+        ["--modes=eval"],
+        ["--impls=jax"],
+        ["--steps=0"],
+        ["--gap_ms=-1"],
+    ],
 )
 def test_bad_arguments_fail_fast(argv):
     with pytest.raises(ValueError, match=argv[0].split("=")[0]):
