@@ -36,9 +36,11 @@ Reported per (cell, mode, shape, impl), over all rounds' timed steps:
     same run): its median ÷ this median, so > 1 means faster than every anchor;
     and the same ratio within each round (`speedup_per_round`), summarised as
     its median and middle half (25th–75th percentile) over the rounds.
-`--remat_T=N` adds a report on the jaxseq LSTM train step at T = N
-(`--remat_shape` B,D,H): `remat=False` (unroll's default BPTT) vs `remat=True`,
-peak memory of each, the ratio, and the max |Δ| of the loss and of the gradients.
+`--remat_T=N` adds two reports on the jaxseq LSTM train step at T = N
+(`--remat_shape` B,D,H), one with the loss over every output (Σ ys²) and one
+with the loss on the final state (Σ h_T²): `remat=False` (unroll's default BPTT)
+vs `remat=True`, peak memory of each, the ratio, and the max |Δ| of the loss and
+of the gradients. Over every output, both forms also hold ys and its cotangent.
 
     .venv/bin/python -m benchmarks.speed                                # A–D, 10 rounds of 4
     .venv/bin/python -m benchmarks.speed --shapes=A,B,C,D --rounds=20 --steps=3

@@ -177,15 +177,21 @@ def test_matmul_rate_measured_in_the_same_run(smoke):
 
 
 def test_remat_report_agrees_and_reports_memory(smoke):
-    (report,) = _kind(smoke["records"], "remat")
-    assert (report["T"], report["B"], report["D"], report["H"]) == (12, 8, 8, 64)
-    for name in ("default", "remat"):
-        assert report[name]["peak_bytes"] > 0 and report[name]["compile_s"] > 0
-    ratio = report["default"]["peak_bytes"] / report["remat"]["peak_bytes"]
-    assert report["peak_ratio"] == pytest.approx(ratio)
-    assert report["loss_abs_diff"] <= 1e-3 * abs(report["loss"])
-    assert 0 <= report["grads_max_rel_diff"] < 1e-4 and report["grads_max_abs_diff"] >= 0
-    assert "## remat: jaxseq LSTM train step, T = 12" in smoke["markdown"]
+    reports = _kind(smoke["records"], "remat")
+    assert [r["loss_name"] for r in reports] == ["outputs", "final"]
+    for report in reports:
+        assert (report["T"], report["B"], report["D"], report["H"]) == (12, 8, 8, 64)
+        for name in ("default", "remat"):
+            assert report[name]["peak_bytes"] > 0 and report[name]["compile_s"] > 0
+        ratio = report["default"]["peak_bytes"] / report["remat"]["peak_bytes"]
+        assert report["peak_ratio"] == pytest.approx(ratio)
+        assert report["loss_abs_diff"] <= 1e-3 * abs(report["loss"])
+        assert 0 <= report["grads_max_rel_diff"] < 1e-4 and report["grads_max_abs_diff"] >= 0
+    outputs, final = reports
+    assert final["loss"] != outputs["loss"]  # two different losses, not one run twice
+    title = "## remat: jaxseq LSTM train step, T = 12, B = 8, D = 8, H = 64, loss "
+    assert title + "Σ ys² (every output)" in smoke["markdown"]
+    assert title + "Σ h_T² (the final state)" in smoke["markdown"]
 
 
 def test_markdown_table_is_written_and_printed(smoke):
