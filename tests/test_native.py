@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 
 import chex
 import jax
@@ -355,6 +356,36 @@ def test_thread_partitions(partition, monkeypatch):
             outputs, grads = actual[name, label]
             _assert_matches_reference(name, outputs, inputs, lengths, label)
             _assert_grads_close(grads, expected[name, label][1])
+
+
+def test_concurrent_calls_get_their_own_results(monkeypatch):
+    """Two Python threads run the kernels at once, many times (one call holds the
+    helper pool, another starting meanwhile uses threads of its own): every call
+    returns what it returns alone. Hidden units split over 2 threads: a barrier per step."""
+    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", "2")
+    hidden, batch = 24, 3
+    inputs = [_inputs(hidden, (batch,)), _inputs(hidden, (batch,), seed=3)]
+    lengths = _lengths((batch,))
+    run = jax.jit(_grads_function(hidden, THREAD_LABELS, **NATIVE)).lower(inputs[0], lengths)
+    assert "threads = 2 : i64" in run.as_text()
+    run = run.compile()
+    alone = [jax.device_get(run(x, lengths)) for x in inputs]
+    results = {}
+
+    def calls(k):
+        results[k] = [jax.device_get(run(inputs[k], lengths)) for _ in range(20)]
+
+    workers = [threading.Thread(target=calls, args=(k,)) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert not any(worker.is_alive() for worker in workers), "a kernel call hung"
+    for k in range(2):
+        assert len(results[k]) == 20
+        for result in results[k]:
+            chex.assert_trees_all_close(result, alone[k], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(alone[0]["gru", "lengths"][0][1], alone[1]["gru", "lengths"][0][1])
 
 
 @pytest.mark.parametrize("name", NAMES)

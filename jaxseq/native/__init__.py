@@ -7,8 +7,9 @@ with one hand-written kernel per direction (`rnn_cpu.cc`) instead of a
 
 - forward: each step's `x_t W + h_{t-1} U`, the gates, the state and the output
   in one pass over a tile that stays in cache (6×16 AVX2/FMA micro-kernel over
-  weights packed once per call), split over threads by hidden unit with one
-  barrier per step;
+  weights packed once per call), split over threads by batch row, or by hidden
+  unit with one barrier per step (the helper threads start once per process and
+  wait between calls);
 - backward: a reverse loop that only computes the gates' pre-activation
   gradients and ∂h_{t-1} = ∂z_t Uᵀ; the weight and input gradients are then
   single large products over all steps in XLA.

@@ -13,7 +13,8 @@
 // (the threads then never meet), else by hidden unit: thread k owns units
 // [j0_k, j1_k) of every gate, so a step's nonlinearities need no exchange, and
 // the threads meet at one barrier per step (after which h_t, or dz_t, is
-// complete for everyone's next product).
+// complete for everyone's next product). The helper threads persist between calls
+// (`Pool`).
 //
 // The matrix products use a 6x16 AVX2/FMA register-blocked micro-kernel over
 // weights packed once per call into column panels (the BLIS layout).
@@ -22,12 +23,16 @@
 
 #include <immintrin.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -246,6 +251,79 @@ std::vector<Part> partition(int B, int H, int threads, bool& shared) {
   return parts;
 }
 
+// Helper threads that outlive a call: starting threads on every call cost a thread
+// creation, a fresh stack and, for each helper, a cold cache and a scheduler
+// placement per call. The pool serves one call at a time; a call that finds it busy
+// (two kernels at once from XLA's threads) starts threads of its own instead.
+class Pool {
+ public:
+  static Pool& get() {
+    // never destroyed (helpers may be waiting at exit); a forked child, which has
+    // none of its parent's helpers, starts a pool of its own
+    static std::atomic<Pool*> pool{nullptr};
+    Pool* p = pool.load(std::memory_order_acquire);
+    if (p == nullptr || p->pid_ != getpid()) {
+      static std::mutex create;
+      std::lock_guard<std::mutex> lock(create);
+      p = pool.load(std::memory_order_acquire);
+      if (p == nullptr || p->pid_ != getpid()) {
+        p = new Pool();
+        pool.store(p, std::memory_order_release);
+      }
+    }
+    return *p;
+  }
+
+  // Runs job(k) for k in [0, n): k = 0 on the caller, the others on helpers.
+  // Returns false, running nothing, when another call holds the pool.
+  template <typename F>
+  bool run(int n, F& job) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    while (static_cast<int>(helpers_.size()) < n - 1) {
+      const int k = static_cast<int>(helpers_.size()) + 1;
+      helpers_.emplace_back([this, k] { serve(k); });
+      helpers_.back().detach();
+    }
+    job_ = [&job](int k) { job(k); };
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      active_ = n - 1;
+      pending_.store(n - 1, std::memory_order_release);
+      ++generation_;
+    }
+    wake_.notify_all();
+    job(0);
+    for (int spins = 0; pending_.load(std::memory_order_acquire) > 0; ++spins) {
+      if (spins < 4000) _mm_pause(); else std::this_thread::yield();
+    }
+    return true;
+  }
+
+ private:
+  void serve(int k) {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        wake_.wait(lock, [&] { return generation_ != seen && k <= active_; });
+        seen = generation_;
+      }
+      job_(k);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  const pid_t pid_ = getpid();
+  std::mutex busy_, mu_;
+  std::condition_variable wake_;
+  std::vector<std::thread> helpers_;
+  std::function<void(int)> job_;
+  uint64_t generation_ = 0;
+  int active_ = 0;
+  std::atomic<int> pending_{0};
+};
+
 template <typename F>
 void run_threads(const std::vector<Part>& parts, bool shared, F body) {
   const int n = static_cast<int>(parts.size());
@@ -255,6 +333,8 @@ void run_threads(const std::vector<Part>& parts, bool shared, F body) {
     bool sense = false;
     body(parts[k], *barriers[shared ? 0 : k], sense);
   };
+  if (n == 1) return run(0);
+  if (Pool::get().run(n, run)) return;
   std::vector<std::thread> pool;
   for (int k = 1; k < n; ++k) pool.emplace_back(run, k);
   run(0);
