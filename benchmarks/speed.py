@@ -169,7 +169,11 @@ class Worker:
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             text=True, cwd=ROOT, env=env,
         )  # fmt: skip
-        self.records = self._reply()
+        try:
+            self.records = self._reply()
+        except WorkerFailed:
+            self._log.close()
+            raise
 
     def _reply(self):
         line = self._proc.stdout.readline()
