@@ -252,7 +252,7 @@ std::vector<Part> partition(int B, int H, int threads, bool& shared) {
 }
 
 // Helper threads that outlive a call. Starting them on every call made the LSTM
-// forward pass at (T, B, D, H) = (100, 32, 32, 128) about 1.5x slower on a 2-vCPU
+// forward pass at (T, B, D, H) = (100, 32, 32, 128) 1.3-1.5x slower on a 2-vCPU
 // VM (README, "Speed"). They wait on a condition variable between calls, taking
 // no CPU from XLA's own work. The pool serves one call at a time; a call that
 // finds it busy (two kernels at once from XLA's threads) starts threads of its own.
