@@ -49,10 +49,11 @@ of the gradients. Over every output, both forms also hold ys and its cotangent.
     .venv/bin/python -m benchmarks.speed --malloc_thresholds            # glibc tuned (lesson 3)
     .venv/bin/python -m benchmarks.speed --tiny --out_dir=/tmp/speed    # CI smoke (~30 s)
 
-Appends JSON lines (one per worker turn, one summary per row, the remat report)
-to benchmarks/results/speed-<device>.jsonl and overwrites the markdown table in
-benchmarks/results/speed-<device>.md (shown in README); `--tiny` writes files only
-where `--out_dir` says. Prints the table.
+Appends JSON lines to benchmarks/results/speed-<device>.jsonl, the full log (one per
+worker turn with every call's time, one summary per row, the remat reports), and
+the same without the per-turn lines to speed-<device>-summaries.jsonl (the small
+file kept in git); overwrites the markdown table in speed-<device>.md (shown in
+README). `--tiny` writes files only where `--out_dir` says. Prints the table.
 """
 
 import argparse
@@ -321,7 +322,8 @@ def summarise(records: list[dict]) -> list[dict]:
         compiles = [r["compile_s"] for r in turns if r["compile_s"] is not None]
         summaries.append(
             {k: turns[0][k] for k in ("cell", "mode", "shape", "impl", "T", "B", "D", "H")}
-            | dict(kind="summary", median_ms=median, min_ms=min(times), steps=len(times))
+            | dict(kind="summary", median_ms=median, min_ms=min(times), max_ms=max(times))
+            | dict(steps=len(times))
             | dict(per_round_median_ms=[r["median_ms"] for r in turns], rounds=len(turns))
             | dict(round_ids=[r.get("round") for r in turns])
             | dict(compile_s=statistics.median(compiles) if compiles else None)
@@ -425,13 +427,15 @@ def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
 
 
 def _write(out_dir: str, records: list[dict], text: str) -> None:
-    """Appends the JSON lines and overwrites the markdown, both named after the device."""
+    """Appends the full log and the summaries, overwrites the markdown; named after the device."""
     device = next((r["device"] for r in records if r.get("jax")), "cpu")
     slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"speed-{slug}.jsonl"), "a") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+    logs = {"": records, "-summaries": [r for r in records if r["kind"] != "turn"]}
+    for suffix, lines in logs.items():
+        with open(os.path.join(out_dir, f"speed-{slug}{suffix}.jsonl"), "a") as f:
+            for record in lines:
+                f.write(json.dumps(record) + "\n")
     with open(os.path.join(out_dir, f"speed-{slug}.md"), "w") as f:
         f.write(text)
 

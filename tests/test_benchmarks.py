@@ -40,10 +40,12 @@ def smoke(tmp_path_factory) -> dict:
     cmd += ["--remat_T=12", f"--out_dir={out}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (jsonl,) = out.glob("speed-*.jsonl")
+    (jsonl,) = out.glob("speed-*[!s].jsonl")
+    (summaries,) = out.glob("speed-*-summaries.jsonl")
     (md,) = out.glob("speed-*.md")
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    return dict(stdout=proc.stdout, records=records, markdown=md.read_text())
+    kept = [json.loads(line) for line in summaries.read_text().splitlines()]
+    return dict(stdout=proc.stdout, records=records, kept=kept, markdown=md.read_text())
 
 
 def _kind(records: list[dict], kind: str) -> list[dict]:
@@ -59,7 +61,14 @@ def test_one_summary_per_cell_mode_impl(smoke):
     for s in summaries:
         assert SUMMARY_KEYS <= set(s), s
         assert (s["shape"], s["T"], s["B"], s["D"], s["H"]) == ("tiny", 5, 2, 3, 4)
-        assert s["steps"] == 4 and s["rounds"] == 2 and s["min_ms"] <= s["median_ms"]
+        assert s["steps"] == 4 and s["rounds"] == 2
+        assert s["min_ms"] <= s["median_ms"] <= s["max_ms"]
+
+
+def test_summaries_file_keeps_every_record_but_the_turns(smoke):
+    assert smoke["kept"] == [r for r in smoke["records"] if r["kind"] != "turn"]
+    kinds = {r["kind"] for r in smoke["kept"]}
+    assert kinds == {"summary", "matmul", "remat"}
 
 
 def test_gflops_follow_the_analytic_count(smoke):
