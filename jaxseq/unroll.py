@@ -125,8 +125,9 @@ def unroll(
       kernel: who computes `method="scan"` with `bptt="fused"`. "auto" (default):
         on a CPU, the standard Elman, LSTM and GRU cells in float32 run as one
         fused native kernel per direction (`jaxseq.native`: each step's products,
-        gates and state update in one pass, weight gradients as single products
-        after the loop), everything else as XLA's scan; "native": the kernel or
+        gates and state update in one pass, weight gradients summed by the
+        kernel every few steps, or where they outgrow a core's cache as single
+        products after the loop), everything else as XLA's scan; "native": the kernel or
         a ValueError saying why it cannot run here; "xla": never the kernel.
         Same results either way, within float32 rounding.
       deer_iters: most Newton iterations before falling back (method="deer").

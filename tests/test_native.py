@@ -358,6 +358,37 @@ def test_thread_partitions(partition, monkeypatch):
             _assert_grads_close(grads, expected[name, label][1])
 
 
+# (threads, B, H, GRADS_IN_KERNEL_BYTES, GRAD_CHUNK_ROWS): where the weight gradients
+# are summed. The default (in the kernel, all T = 7 steps at once) runs everywhere else.
+GRAD_PATHS = {
+    "xla_products": (2, 9, 16, 0, 128),  # the kernel leaves them to XLA
+    "batch_chunks": (2, 9, 16, 10**6, 8),  # rows 4 + 5: 2 steps, then 1 step, at a time
+    "units_chunks": (2, 3, 24, 10**6, 6),  # units 8 + 16, all 3 rows: 2 steps at a time
+    "one_step_at_a_time": (1, 5, 16, 10**6, 1),
+}
+
+
+@pytest.mark.parametrize("path", GRAD_PATHS)
+def test_weight_gradient_paths(path, monkeypatch):
+    """Summed by the kernel in chunks of steps that split T = 7 unevenly, forwards and
+    reversed, over either thread partition, or by XLA's products: autodiff's values."""
+    threads, batch, hidden, max_bytes, chunk_rows = GRAD_PATHS[path]
+    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", str(threads))
+    monkeypatch.setattr(native, "GRADS_IN_KERNEL_BYTES", max_bytes)
+    monkeypatch.setattr(native, "GRAD_CHUNK_ROWS", chunk_rows)
+    assert all(native.grads_in_kernel(name, D, hidden) == (max_bytes > 0) for name in NAMES)
+    inputs, lengths = _inputs(hidden, (batch,)), _lengths((batch,))
+    labels = ("lengths", "reverse")  # (with lengths, unroll reverses within them)
+    lowered = jax.jit(_grads_function(hidden, labels, **NATIVE)).lower(inputs, lengths)
+    assert "reverse = 1 : i64" in lowered.as_text()
+    assert f"chunk_rows = {chunk_rows} : i64" in lowered.as_text()
+    actual = lowered.compile()(inputs, lengths)
+    expected = _autodiff_grads(hidden, (batch,), labels)
+    for name in NAMES:
+        for label in labels:
+            _assert_grads_close(actual[name, label][1], expected[name, label][1])
+
+
 def test_concurrent_calls_get_their_own_results(monkeypatch):
     """Two Python threads run the kernels at once, many times (one call holds the
     helper pool, another starting meanwhile uses threads of its own): every call

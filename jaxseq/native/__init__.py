@@ -10,9 +10,11 @@ with one hand-written kernel per direction (`rnn_cpu.cc`) instead of a
   weights packed once per call), split over threads by batch row, or by hidden
   unit with one barrier per step (the helper threads start once per process and
   wait between calls);
-- backward: a reverse loop that only computes the gates' pre-activation
-  gradients and ∂h_{t-1} = ∂z_t Uᵀ; the weight and input gradients are then
-  single large products over all steps in XLA.
+- backward: a reverse loop that computes the gates' pre-activation gradients
+  ∂z_t and ∂h_{t-1} = ∂z_t Uᵀ. Where the weight gradients are small enough to stay
+  in cache (`grads_in_kernel`), it also adds x_tᵀ∂z_t, h_{t-1}ᵀ∂z_t and ∂z_t to
+  them every few steps; else they are single large products over all steps in
+  XLA, as the input gradient ∂z Wᵀ always is.
 
 The kernel is compiled from source with the system's C++ compiler (`$CXX`, else
 `g++`) against jaxlib's FFI headers the first time it is needed, and cached in
@@ -125,6 +127,24 @@ def reason_not(cell, params, xs, carry) -> str | None:
     return None if ok else why
 
 
+# The largest weight and bias gradients (bytes, per kernel thread) the backward
+# kernel sums itself, step by step while each step's ∂z is in cache: about a Zen 3
+# core's L2, which holds them between updates. Larger ones are single products over
+# all steps in XLA after the kernel, which ran faster there: LSTM train step at
+# (T, B, D, H) = (100, 64, 128, 256), 1.5 MiB of gradients per thread.
+GRADS_IN_KERNEL_BYTES = 512 * 1024
+# Its updates sum about this many rows of ∂z (a thread's batch rows at consecutive
+# steps) at a time: a longer sum per load and store of the gradients' tiles, while
+# those steps' ∂z stay in cache. 64-128 ran fastest at (100, 32, 32, 128).
+GRAD_CHUNK_ROWS = 128
+
+
+def grads_in_kernel(kind: str, D: int, H: int) -> bool:
+    """Whether the backward kernel sums the weight and bias gradients (else XLA does)."""
+    K = _GATES[kind] * H
+    return 4 * ((D + H) * K + K + H) <= GRADS_IN_KERNEL_BYTES
+
+
 HIGHER_ORDER = (
     "jaxseq's native kernel gives first-order reverse-mode derivatives only (jax.grad, "
     "jax.vjp); for second derivatives (Hessian-vector products, grad of grad) pass "
@@ -132,7 +152,7 @@ HIGHER_ORDER = (
 )
 
 
-def _call(name: str, outs, *args, cell: str, reverse: bool, masked: bool, aliases=None) -> tuple:
+def _call(name: str, outs, *args, cell: str, reverse: bool, masked: bool, aliases=None, **extra):
     out_types = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in outs]
     kernel = jax.ffi.ffi_call(
         f"jaxseq_rnn_{name}", out_types, vmap_method="sequential", input_output_aliases=aliases
@@ -142,6 +162,7 @@ def _call(name: str, outs, *args, cell: str, reverse: bool, masked: bool, aliase
         reverse=np.int64(reverse),
         threads=np.int64(threads()),
         masked=np.int64(masked),
+        **{key: np.int64(value) for key, value in extra.items()},
     )
 
     @jax.custom_jvp
@@ -183,14 +204,19 @@ def _bwd(kind, reverse, residuals, cotangents):
     T, B, D = x.shape
     H = w_h.shape[0]
     K = _GATES[kind] * H
-    # dzx: ∂ of every gate's pre-activation; dzh (GRU): ∂(h U_n + b_hn) = dn · r
+    # dzx: ∂ of every gate's pre-activation; dzh (GRU): ∂(h U_n + b_hn) = dn · r.
     outs = [(T, B, K), (T, B, H) if kind == "gru" else (0,), (B, H), (B, H)]
-    args = (w_h, acts, hprev, extra, valid, d_ys, d_hT, d_cT)
+    in_kernel = grads_in_kernel(kind, D, H)
+    if in_kernel:  # the weight and bias gradients, summed by the kernel
+        outs += [(D, K), (H, K), (K,), (H,) if kind == "gru" else (0,)]
+    else:
+        outs += [(0,)] * 4
+    args = (w_h, acts, hprev, extra, valid, d_ys, d_hT, d_cT, x)
     # The kernel writes dzx over the activations and dzh over GRU's `extra` (it
     # reads a unit's residuals before writing its gradients): [T, B, K] less (GRU:
     # [T, B, 6H]) for XLA to allocate, and for the OS to page in, on every call.
     in_place = {1: 0} | ({3: 1} if kind == "gru" else {})
-    dzx, dzh, d_h0, d_c0 = _call(
+    dzx, dzh, d_h0, d_c0, d_w_x, d_w_h, d_b, d_b_hn = _call(
         "backward",
         outs,
         *args,
@@ -198,14 +224,17 @@ def _bwd(kind, reverse, residuals, cotangents):
         reverse=reverse,
         masked=valid.size > 0,
         aliases=in_place,
+        chunk_rows=GRAD_CHUNK_ROWS,
     )
+    d_x = dzx @ w_x.T
+    if in_kernel:
+        return d_w_x, d_b, d_w_h, d_b_hn, d_x, d_h0, d_c0, None
     flat = lambda a: a.reshape(T * B, a.shape[-1])  # noqa: E731
     d_w_h = flat(hprev).T @ flat(dzx)  # Σ_t h_{t-1}ᵀ ∂z_t: one product over all steps
     if kind == "gru":  # U_n sees dn · r, not dn (the product's last H columns are dropped:
         # cheaper than slicing dzx, which XLA copies)
         d_w_h = jnp.concatenate([d_w_h[:, : 2 * H], flat(hprev).T @ flat(dzh)], axis=1)
     d_w_x = flat(x).T @ flat(dzx)
-    d_x = dzx @ w_x.T
     d_b = dzx.sum(axis=(0, 1))
     d_b_hn = dzh.sum(axis=(0, 1)) if kind == "gru" else jnp.zeros_like(b_hn)
     return d_w_x, d_b, d_w_h, d_b_hn, d_x, d_h0, d_c0, None

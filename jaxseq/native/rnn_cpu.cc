@@ -7,8 +7,9 @@
 //   forward:  z_t = x_t W + h_{t-1} U (+ biases); the cell's gates, state and
 //             output from z_t, all in one pass over a tile that stays in cache;
 //   backward: the gates' pre-activation gradients dz_t from the saved
-//             activations, then dh_{t-1} = dz_t U^T; the weight gradients are
-//             left to XLA as single large products over all steps.
+//             activations, then dh_{t-1} = dz_t U^T, and the step's share of the
+//             weight and bias gradients (x_t^T dz_t, h_{t-1}^T dz_t, dz_t) while
+//             dz_t is in cache; the input gradient dz W^T is left to XLA.
 // Work is split over threads by batch row where each thread gets 4 rows or more
 // (the threads then never meet), else by hidden unit: thread k owns units
 // [j0_k, j1_k) of every gate, so a step's nonlinearities need no exchange, and
@@ -120,51 +121,74 @@ void pack(float* dst, int K, int N, Src src) {
   }
 }
 
-// acc[MR][8 NV] += A[MR, K] @ P, P one packed panel.
-template <int MR, int NV>
-__attribute__((always_inline)) inline void fma_panel(__m256 (&acc)[MR][NV], int K, const float* A,
-                                                     int lda, const float* P) {
-  for (int k = 0; k < K; ++k) {
-    __m256 b[NV];
+// The products read B packed (`pack`; a panel's row k at P + k * 8 NV) and A in
+// place in one of two layouts (kTN):
+//   false: C = A B, A row-major (element (r, k) at A[r * lda + k]): the recurrent steps;
+//   true:  C += A^T B, A stored [K, M] (element (r, k) at A[k * lda + r]): the weight
+//          gradients' updates.
+template <bool kTN>
+struct Operands {
+  const float* a;
+  int lda;
+  const float* b;
+  // kTN: A's K rows come in `steps` blocks, block s at a + s * a_step (one thread's
+  // batch rows at consecutive time steps); B holds their steps * K rows in order
+  int steps = 1;
+  int64_t a_step = 0;
+};
+
+// acc[MR][NV] += A[MR, K] @ B[K, 8 NV].
+template <int MR, int NV, bool kTN>
+__attribute__((always_inline)) inline void fma_panel(__m256 (&acc)[MR][NV], int K,
+                                                     Operands<kTN> o) {
+  const int steps = kTN ? o.steps : 1;
+  for (int s = 0; s < steps; ++s) {
+    const float* as = kTN ? o.a + s * o.a_step : o.a;
+    const float* bs = o.b + static_cast<int64_t>(s) * K * (8 * NV);
+    for (int k = 0; k < K; ++k) {
+      const float* brow = bs + k * (8 * NV);
+      __m256 v[NV];
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(P + k * (8 * NV) + 8 * v);
+      for (int j = 0; j < NV; ++j) v[j] = _mm256_loadu_ps(brow + 8 * j);
 #pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+      for (int r = 0; r < MR; ++r) {
+        const float* a = kTN ? as + static_cast<int64_t>(k) * o.lda + r : as + r * o.lda + k;
+        const __m256 x = _mm256_broadcast_ss(a);
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+        for (int j = 0; j < NV; ++j) acc[r][j] = _mm256_fmadd_ps(x, v[j], acc[r][j]);
+      }
     }
   }
 }
 
-// C[MR, 8 NV] = A1[MR, K1] @ P1 + A2[MR, K2] @ P2, with the tile in registers
-// throughout (no store and reload between the input and recurrent products).
-template <int MR, int NV>
-inline void micro(int K1, const float* A1, int lda1, const float* P1, int K2, const float* A2,
-                  int lda2, const float* P2, float* C, int ldc) {
+// C[MR, 8 NV] = A1[MR, K1] @ B1 + A2[MR, K2] @ B2 (kTN: C += A1^T B1), with the tile
+// in registers throughout (no store and reload between the two products).
+template <int MR, int NV, bool kTN>
+inline void micro(int K1, Operands<kTN> o1, int K2, Operands<kTN> o2, float* C, int ldc) {
   __m256 acc[MR][NV];
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
-  fma_panel<MR, NV>(acc, K1, A1, lda1, P1);
-  fma_panel<MR, NV>(acc, K2, A2, lda2, P2);
+    for (int j = 0; j < NV; ++j)
+      acc[r][j] = kTN ? _mm256_loadu_ps(C + r * ldc + 8 * j) : _mm256_setzero_ps();
+  fma_panel<MR, NV>(acc, K1, o1);
+  fma_panel<MR, NV>(acc, K2, o2);
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
+    for (int j = 0; j < NV; ++j) _mm256_storeu_ps(C + r * ldc + 8 * j, acc[r][j]);
 }
 
-template <int NV>
-inline void micro_rows(int mr, int K1, const float* A1, int lda1, const float* P1, int K2,
-                       const float* A2, int lda2, const float* P2, float* C, int ldc) {
+template <int NV, bool kTN>
+inline void micro_rows(int mr, int K1, Operands<kTN> o1, int K2, Operands<kTN> o2, float* C,
+                       int ldc) {
   switch (mr) {
-    case 6: micro<6, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
-    case 5: micro<5, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
-    case 4: micro<4, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
-    case 3: micro<3, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
-    case 2: micro<2, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
-    default: micro<1, NV>(K1, A1, lda1, P1, K2, A2, lda2, P2, C, ldc); break;
+    case 6: micro<6, NV>(K1, o1, K2, o2, C, ldc); break;
+    case 5: micro<5, NV>(K1, o1, K2, o2, C, ldc); break;
+    case 4: micro<4, NV>(K1, o1, K2, o2, C, ldc); break;
+    case 3: micro<3, NV>(K1, o1, K2, o2, C, ldc); break;
+    case 2: micro<2, NV>(K1, o1, K2, o2, C, ldc); break;
+    default: micro<1, NV>(K1, o1, K2, o2, C, ldc); break;
   }
 }
 
@@ -173,29 +197,43 @@ inline void micro_rows(int mr, int K1, const float* A1, int lda1, const float* P
 // accumulators to hide the FMA latency.
 inline int row_blocks(int M) { return (M + 5) / 6; }
 
-// C[M, N] = A1[M, K1] @ packed1[K1, N] + A2[M, K2] @ packed2[K2, N]; N a multiple of 8.
-void gemm2(int M, int K1, const float* A1, int lda1, const float* P1, int K2, const float* A2,
-           int lda2, const float* P2, int N, float* C, int ldc) {
+// C[M, N] = A1[M, K1] @ B1[K1, N] + A2[M, K2] @ B2[K2, N] (kTN: C += A1^T B1);
+// N a multiple of 8.
+template <bool kTN>
+void gemm2(int M, int N, int K1, Operands<kTN> o1, int K2, Operands<kTN> o2, float* C, int ldc) {
   const int blocks = row_blocks(M);
+  // row r0 of A, and the panel at column c0 of B
+  auto at = [](Operands<kTN> o, int K, int r0, int c0) {
+    const float* panel = o.b + static_cast<int64_t>(c0) * K * o.steps;
+    return Operands<kTN>{kTN ? o.a + r0 : o.a + r0 * o.lda, o.lda, panel, o.steps, o.a_step};
+  };
   for (int c0 = 0; c0 < N; c0 += 16) {
     const int w = std::min(16, N - c0);
-    const float* p1 = P1 + static_cast<int64_t>(c0) * K1;
-    const float* p2 = P2 + static_cast<int64_t>(c0) * K2;
     for (int i = 0; i < blocks; ++i) {
       const int r0 = M * i / blocks, mr = M * (i + 1) / blocks - r0;
+      const auto p1 = at(o1, K1, r0, c0), p2 = at(o2, K2, r0, c0);
       if (w == 16)
-        micro_rows<2>(mr, K1, A1 + r0 * lda1, lda1, p1, K2, A2 + r0 * lda2, lda2, p2,
-                      C + r0 * ldc + c0, ldc);
+        micro_rows<2>(mr, K1, p1, K2, p2, C + r0 * ldc + c0, ldc);
       else
-        micro_rows<1>(mr, K1, A1 + r0 * lda1, lda1, p1, K2, A2 + r0 * lda2, lda2, p2,
-                      C + r0 * ldc + c0, ldc);
+        micro_rows<1>(mr, K1, p1, K2, p2, C + r0 * ldc + c0, ldc);
     }
   }
 }
 
-// C[M, N] = A[M, K] @ packed[K, N]; N a multiple of 8.
-void gemm(int M, int K, const float* A, int lda, const float* P, int N, float* C, int ldc) {
-  gemm2(M, K, A, lda, P, 0, A, lda, P, N, C, ldc);
+// C[M, N] = A1[M, K1] @ P1[K1, N] + A2[M, K2] @ P2[K2, N]: A row-major, P packed;
+// N a multiple of 8.
+void gemm_packed(int M, int N, int K1, const float* A1, int lda1, const float* P1, int K2,
+                 const float* A2, int lda2, const float* P2, float* C, int ldc) {
+  gemm2<false>(M, N, K1, {A1, lda1, P1}, K2, {A2, lda2, P2}, C, ldc);
+}
+
+// C[M, N] += Σ_s A_s[K, M]^T @ P_s over `steps` blocks: A_s = A + s * a_step (rows
+// of lda) read in place, P the steps * K rows of B packed; N a multiple of 8.
+// The weight gradients' update Σ_t Σ_b h_{t-1}[b]^T dz_t[b].
+void gemm_tn_add(int M, int N, int K, int steps, const float* A, int lda, int64_t a_step,
+                 const float* P, float* C, int ldc) {
+  const Operands<true> o{A, lda, P, steps, a_step};
+  gemm2<true>(M, N, K, o, 0, o, C, ldc);
 }
 
 // ------------------------------------------------------------------- threads
@@ -392,10 +430,11 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
     const int t = f.reverse ? T - 1 - step : step;
     const float* x_t = f.xs + static_cast<int64_t>(t) * B * D;
     if (f.cell == kGru) {  // the reset gate multiplies the recurrent product alone
-      gemm(M, D, x_t + b0 * D, D, wp.data(), N, zx.data(), N);
-      gemm(M, H, h_cur + b0 * H, H, up.data(), N, zh.data(), N);
+      gemm_packed(M, N, D, x_t + b0 * D, D, wp.data(), 0, x_t, D, wp.data(), zx.data(), N);
+      gemm_packed(M, N, H, h_cur + b0 * H, H, up.data(), 0, x_t, D, wp.data(), zh.data(), N);
     } else {
-      gemm2(M, D, x_t + b0 * D, D, wp.data(), H, h_cur + b0 * H, H, up.data(), N, zx.data(), N);
+      gemm_packed(M, N, D, x_t + b0 * D, D, wp.data(), H, h_cur + b0 * H, H, up.data(), zx.data(),
+                  N);
     }
     const int64_t row = static_cast<int64_t>(t) * B;
     for (int b = b0; b < b1; ++b) {
@@ -483,7 +522,7 @@ struct Backward {
   int cell;
   bool reverse;
   Shapes s;
-  const float *w_h, *acts, *hprev, *extra, *dys, *dhT, *dcT;  // as in Forward
+  const float *xs, *w_h, *acts, *hprev, *extra, *dys, *dhT, *dcT;  // as in Forward
   const bool* valid;
   // dzx: [T, B, G H], the gradient of every gate's pre-activation; dzh (GRU only):
   // [T, B, H], that of h U_n + b_hn (dn * r), which with dzx's first 2H is what the
@@ -492,9 +531,54 @@ struct Backward {
   // unit's gradients.
   float *dzx, *dzh;
   float *dh0, *dc0;
+  // the weight-gradient updates sum about this many rows of dz (a thread's batch rows
+  // at consecutive steps) at a time
+  int chunk_rows;
 };
 
-void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool& sense) {
+// Where one thread sums its share of the weight and bias gradients: [D, G H],
+// [H, G H], [G H] and (GRU) [H].
+struct Grads {
+  float *dw_x, *dw_h, *db, *db_hn;
+};
+
+// g += the contribution of steps [t0, t0 + steps) from this thread's rows and units:
+// dW += x_t^T dz_t, dU += h_{t-1}^T dz_t (GRU's U_n: dzh = dn * r), db += Σ_b dz_t.
+// Done every few steps while their dz_t are in cache, which one product over all
+// steps after the loop would read back from memory.
+void add_weight_grads(const Backward& f, const Part& part, int t0, int steps, const Grads& g,
+                      std::vector<float>& packed) {
+  const int B = f.s.B, D = f.s.D, H = f.s.H, K = num_gates(f.cell) * H;
+  const int b0 = part.b0, M = part.b1 - part.b0, j0 = part.j0, n = part.j1 - part.j0;
+  const int64_t row = static_cast<int64_t>(t0) * B + b0;
+  packed.resize(static_cast<size_t>(steps) * M * n);
+  for (int gate = 0; gate < num_gates(f.cell); ++gate) {
+    const int c = gate * H + j0;
+    const bool reset = f.cell == kGru && gate == 2;
+    // this gate's dz (GRU's U_n: dzh = dn * r) at the pending steps, rows (s, b)
+    const float* dz = f.dzx + row * K + c;
+    const float* dzr = reset ? f.dzh + row * H + j0 : dz;
+    const int ldr = reset ? H : K;
+    auto rows = [&](const float* src, int ld) {
+      return [=](int k, int col) { return src[(int64_t{k / M} * B + k % M) * ld + col]; };
+    };
+    pack(packed.data(), steps * M, n, rows(dz, K));
+    gemm_tn_add(D, n, M, steps, f.xs + row * D, D, int64_t{B} * D, packed.data(), g.dw_x + c, K);
+    if (reset) pack(packed.data(), steps * M, n, rows(dzr, ldr));
+    gemm_tn_add(H, n, M, steps, f.hprev + row * H, H, int64_t{B} * H, packed.data(), g.dw_h + c, K);
+    for (int s = 0; s < steps; ++s)
+      for (int b = 0; b < M; ++b) {
+        const int64_t k = static_cast<int64_t>(s) * B + b;
+        for (int jj = 0; jj < n; ++jj) {
+          g.db[c + jj] += dz[k * K + jj];
+          if (reset) g.db_hn[j0 + jj] += dzr[k * H + jj];
+        }
+      }
+  }
+}
+
+void backward_thread(const Backward& f, const Part& part, const Grads& grads, Barrier& barrier,
+                     bool& sense) {
   const int j0 = part.j0, j1 = part.j1, b0 = part.b0, b1 = part.b1, M = b1 - b0;
   const int T = f.s.T, B = f.s.B, H = f.s.H;
   const int G = num_gates(f.cell), A = num_acts(f.cell);
@@ -513,6 +597,9 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
   }
   const __m256 one = _mm256_set1_ps(1.0f);
 
+  const int chunk = std::max(1, f.chunk_rows / M);
+  int pending = 0;
+  std::vector<float> packed;
   for (int step = T - 1; step >= 0; --step) {
     const int t = f.reverse ? T - 1 - step : step;
     const int64_t row = static_cast<int64_t>(t) * B;
@@ -574,9 +661,14 @@ void backward_thread(const Backward& f, const Part& part, Barrier& barrier, bool
     }
     barrier.wait(sense);  // dz_t complete for every unit: each thread's product reads all of it
     const float* dzh_t = f.dzh ? f.dzh + (row + b0) * H : f.dzx;  // (read only when K2 > 0)
-    gemm2(M, K1, f.dzx + (row + b0) * K, K, utp1.data(), K2, dzh_t, H, utp2.data(), n, prod.data(),
-          n);
+    gemm_packed(M, n, K1, f.dzx + (row + b0) * K, K, utp1.data(), K2, dzh_t, H, utp2.data(),
+                prod.data(), n);
     for (int q = 0; q < M * n; ++q) dh[q] = prod[q] + direct[q];
+    // the weight gradients of the pending steps, whose t are contiguous
+    if (grads.dw_h != nullptr && (++pending == chunk || step == 0)) {
+      add_weight_grads(f, part, f.reverse ? t - pending + 1 : t, pending, grads, packed);
+      pending = 0;
+    }
     // no second barrier: the next step's elementwise part reads only this thread's
     // units of dh, and writes dz_{t-1}, which no product reads before the next barrier
   }
@@ -632,18 +724,35 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi:
 ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
                         ffi::Buffer<ffi::F32> hprev, ffi::Buffer<ffi::F32> extra,
                         ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> dys,
-                        ffi::Buffer<ffi::F32> dhT, ffi::Buffer<ffi::F32> dcT, int64_t cell,
-                        int64_t reverse, int64_t threads, int64_t masked,
-                        ffi::ResultBuffer<ffi::F32> dzx, ffi::ResultBuffer<ffi::F32> dzh,
-                        ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0) {
+                        ffi::Buffer<ffi::F32> dhT, ffi::Buffer<ffi::F32> dcT,
+                        ffi::Buffer<ffi::F32> xs, int64_t cell, int64_t reverse, int64_t threads,
+                        int64_t masked, int64_t chunk_rows, ffi::ResultBuffer<ffi::F32> dzx,
+                        ffi::ResultBuffer<ffi::F32> dzh, ffi::ResultBuffer<ffi::F32> dh0,
+                        ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> dw_x,
+                        ffi::ResultBuffer<ffi::F32> dw_h, ffi::ResultBuffer<ffi::F32> db,
+                        ffi::ResultBuffer<ffi::F32> db_hn) {
   auto yd = dys.dimensions();
+  auto xd = xs.dimensions();
   if (yd.size() != 3) return ffi::Error::InvalidArgument("jaxseq native: dys must be [T, B, H]");
-  Shapes s{static_cast<int>(yd[0]), static_cast<int>(yd[1]), 0, static_cast<int>(yd[2])};
+  if (xd.size() != 3) return ffi::Error::InvalidArgument("jaxseq native: xs must be [T, B, D]");
+  Shapes s{static_cast<int>(yd[0]), static_cast<int>(yd[1]), static_cast<int>(xd[2]),
+           static_cast<int>(yd[2])};
   if (auto e = check_cell(cell, s.H); e.failure()) return e;
-  Backward f{static_cast<int>(cell), reverse != 0, s, w_h.typed_data(), acts.typed_data(),
-             hprev.typed_data(), extra.typed_data(), dys.typed_data(), dhT.typed_data(),
-             dcT.typed_data(), masked ? valid.typed_data() : nullptr, dzx->typed_data(),
-             cell == kGru ? dzh->typed_data() : nullptr, dh0->typed_data(), dc0->typed_data()};
+  Backward f{static_cast<int>(cell), reverse != 0, s, xs.typed_data(), w_h.typed_data(),
+             acts.typed_data(), hprev.typed_data(), extra.typed_data(), dys.typed_data(),
+             dhT.typed_data(), dcT.typed_data(), masked ? valid.typed_data() : nullptr,
+             dzx->typed_data(), cell == kGru ? dzh->typed_data() : nullptr, dh0->typed_data(),
+             dc0->typed_data(), static_cast<int>(chunk_rows)};
+  // the weight and bias gradients, or (all of them empty) none, left to XLA
+  const bool grads = dw_h->element_count() > 0;
+  const Grads out = grads ? Grads{dw_x->typed_data(), dw_h->typed_data(), db->typed_data(),
+                                  db_hn->typed_data()}
+                          : Grads{nullptr, nullptr, nullptr, nullptr};
+  const size_t sizes[] = {dw_x->element_count(), dw_h->element_count(), db->element_count(),
+                          db_hn->element_count()};
+  float* const outs[] = {out.dw_x, out.dw_h, out.db, out.db_hn};
+  for (int i = 0; i < 4; ++i)
+    if (sizes[i] > 0) std::memset(outs[i], 0, sizes[i] * sizeof(float));
   if (cell != kLstm) std::memset(f.dc0, 0, dc0->size_bytes());
   if (s.T == 0) {
     std::memcpy(f.dh0, f.dhT, dh0->size_bytes());
@@ -652,9 +761,26 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
   }
   bool shared = false;
   const auto parts = partition(s.B, s.H, static_cast<int>(threads), shared);
+  // Threads that split the units write disjoint columns of the gradients; threads
+  // that split the batch each sum all of them (the first into `out`, the others
+  // into scratch added to it at the end).
+  const size_t total = sizes[0] + sizes[1] + sizes[2] + sizes[3];
+  const size_t extra_parts = shared || !grads ? 0 : parts.size() - 1;
+  std::vector<float> scratch(extra_parts * total, 0.0f);
+  auto grads_of = [&](size_t k) {
+    if (k == 0 || shared || !grads) return out;
+    float* p = scratch.data() + (k - 1) * total;
+    return Grads{p, p + sizes[0], p + sizes[0] + sizes[1], p + sizes[0] + sizes[1] + sizes[2]};
+  };
   run_threads(parts, shared, [&](const Part& part, Barrier& barrier, bool& sense) {
-    backward_thread(f, part, barrier, sense);
+    backward_thread(f, part, grads_of(&part - parts.data()), barrier, sense);
   });
+  for (size_t k = 1; k <= extra_parts; ++k) {
+    const Grads g = grads_of(k);
+    const float* const ins[] = {g.dw_x, g.dw_h, g.db, g.db_hn};
+    for (int i = 0; i < 4; ++i)
+      for (size_t e = 0; e < sizes[i]; ++e) outs[i][e] += ins[i][e];
+  }
   return ffi::Error::Success();
 }
 
@@ -696,10 +822,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxseqRnnBackward, BackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("cell")
                                   .Attr<int64_t>("reverse")
                                   .Attr<int64_t>("threads")
                                   .Attr<int64_t>("masked")
+                                  .Attr<int64_t>("chunk_rows")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
