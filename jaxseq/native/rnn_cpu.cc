@@ -547,32 +547,27 @@ struct Grads {
 // Done every few steps while their dz_t are in cache, which one product over all
 // steps after the loop would read back from memory.
 void add_weight_grads(const Backward& f, const Part& part, int t0, int steps, const Grads& g,
-                      std::vector<float>& packed) {
+                      std::vector<float>& packed, std::vector<int64_t>& rows) {
   const int B = f.s.B, D = f.s.D, H = f.s.H, K = num_gates(f.cell) * H;
   const int b0 = part.b0, M = part.b1 - part.b0, j0 = part.j0, n = part.j1 - part.j0;
-  const int64_t row = static_cast<int64_t>(t0) * B + b0;
-  packed.resize(static_cast<size_t>(steps) * M * n);
+  const int R = steps * M;  // the rows k = s * M + b of the sum, at [T, B] row rows[k]
+  rows.resize(R);
+  for (int k = 0; k < R; ++k) rows[k] = (static_cast<int64_t>(t0) + k / M) * B + b0 + k % M;
+  packed.resize(static_cast<size_t>(R) * n);
   for (int gate = 0; gate < num_gates(f.cell); ++gate) {
     const int c = gate * H + j0;
+    const float* dz = f.dzx + c;
+    pack(packed.data(), R, n, [&](int k, int col) { return dz[rows[k] * K + col]; });
+    const int64_t first = rows[0], step = int64_t{B};  // A's rows: M per step, B apart
+    gemm_tn_add(D, n, M, steps, f.xs + first * D, D, step * D, packed.data(), g.dw_x + c, K);
     const bool reset = f.cell == kGru && gate == 2;
-    // this gate's dz (GRU's U_n: dzh = dn * r) at the pending steps, rows (s, b)
-    const float* dz = f.dzx + row * K + c;
-    const float* dzr = reset ? f.dzh + row * H + j0 : dz;
-    const int ldr = reset ? H : K;
-    auto rows = [&](const float* src, int ld) {
-      return [=](int k, int col) { return src[(int64_t{k / M} * B + k % M) * ld + col]; };
-    };
-    pack(packed.data(), steps * M, n, rows(dz, K));
-    gemm_tn_add(D, n, M, steps, f.xs + row * D, D, int64_t{B} * D, packed.data(), g.dw_x + c, K);
-    if (reset) pack(packed.data(), steps * M, n, rows(dzr, ldr));
-    gemm_tn_add(H, n, M, steps, f.hprev + row * H, H, int64_t{B} * H, packed.data(), g.dw_h + c, K);
-    for (int s = 0; s < steps; ++s)
-      for (int b = 0; b < M; ++b) {
-        const int64_t k = static_cast<int64_t>(s) * B + b;
-        for (int jj = 0; jj < n; ++jj) {
-          g.db[c + jj] += dz[k * K + jj];
-          if (reset) g.db_hn[j0 + jj] += dzr[k * H + jj];
-        }
+    const float* dzr = f.dzh + j0;  // GRU's U_n sees dzh = dn * r, not dn
+    if (reset) pack(packed.data(), R, n, [&](int k, int col) { return dzr[rows[k] * H + col]; });
+    gemm_tn_add(H, n, M, steps, f.hprev + first * H, H, step * H, packed.data(), g.dw_h + c, K);
+    for (int k = 0; k < R; ++k)
+      for (int jj = 0; jj < n; ++jj) {
+        g.db[c + jj] += dz[rows[k] * K + jj];
+        if (reset) g.db_hn[j0 + jj] += dzr[rows[k] * H + jj];
       }
   }
 }
@@ -600,6 +595,7 @@ void backward_thread(const Backward& f, const Part& part, const Grads& grads, Ba
   const int chunk = std::max(1, f.chunk_rows / M);
   int pending = 0;
   std::vector<float> packed;
+  std::vector<int64_t> rows;
   for (int step = T - 1; step >= 0; --step) {
     const int t = f.reverse ? T - 1 - step : step;
     const int64_t row = static_cast<int64_t>(t) * B;
@@ -666,7 +662,7 @@ void backward_thread(const Backward& f, const Part& part, const Grads& grads, Ba
     for (int q = 0; q < M * n; ++q) dh[q] = prod[q] + direct[q];
     // the weight gradients of the pending steps, whose t are contiguous
     if (grads.dw_h != nullptr && (++pending == chunk || step == 0)) {
-      add_weight_grads(f, part, f.reverse ? t - pending + 1 : t, pending, grads, packed);
+      add_weight_grads(f, part, f.reverse ? t - pending + 1 : t, pending, grads, packed, rows);
       pending = 0;
     }
     // no second barrier: the next step's elementwise part reads only this thread's
@@ -745,6 +741,10 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
              dc0->typed_data(), static_cast<int>(chunk_rows)};
   // the weight and bias gradients, or (all of them empty) none, left to XLA
   const bool grads = dw_h->element_count() > 0;
+  const int64_t K = int64_t{num_gates(static_cast<int>(cell))} * s.H;
+  if (grads && (dw_x->element_count() != s.D * K || dw_h->element_count() != s.H * K ||
+                db->element_count() != K || db_hn->element_count() != (cell == kGru ? s.H : 0)))
+    return ffi::Error::InvalidArgument("jaxseq native: weight gradient outputs of the wrong size");
   const Grads out = grads ? Grads{dw_x->typed_data(), dw_h->typed_data(), db->typed_data(),
                                   db_hn->typed_data()}
                           : Grads{nullptr, nullptr, nullptr, nullptr};
