@@ -128,8 +128,8 @@ def reason_not(cell, params, xs, carry) -> str | None:
 
 
 # The largest weight and bias gradients (bytes, per kernel thread) the backward
-# kernel sums itself, step by step while each step's ∂z is in cache: about a Zen 3
-# core's L2, which holds them between updates. Larger ones are single products over
+# kernel sums itself, every few steps while those steps' ∂z are in cache: about a
+# Zen 3 core's L2, which holds them between updates. Larger ones are single products over
 # all steps in XLA after the kernel, which ran faster there: LSTM train step at
 # (T, B, D, H) = (100, 64, 128, 256), 1.5 MiB of gradients per thread.
 GRADS_IN_KERNEL_BYTES = 512 * 1024
