@@ -389,6 +389,28 @@ def test_weight_gradient_paths(path, monkeypatch):
             _assert_grads_close(actual[name, label][1], expected[name, label][1])
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("peephole", 3, 16), r"kind must be one of \('elman', 'lstm', 'gru'\), got 'peephole'"),
+        (("lstm", 0, 16), "D must be a positive integer, got 0"),
+        (("gru", 3, 2.5), "H must be a positive integer, got 2.5"),
+    ],
+)
+def test_grads_in_kernel_rejects_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        native.grads_in_kernel(*args)
+
+
+def test_bad_grad_chunk_rows_is_named(monkeypatch):
+    monkeypatch.setattr(native, "GRAD_CHUNK_ROWS", 0)
+    params, xs, carry, weights = _inputs(H, (B,))["lstm"]
+    with pytest.raises(ValueError, match="GRAD_CHUNK_ROWS must be a positive integer, got 0"):
+        jax.grad(lambda p: _loss(_cell("lstm"), p, xs, carry, weights, None, False, NATIVE)[0])(
+            params
+        )
+
+
 def test_concurrent_calls_get_their_own_results(monkeypatch):
     """Two Python threads run the kernels at once, many times (one call holds the
     helper pool, another starting meanwhile uses threads of its own): every call

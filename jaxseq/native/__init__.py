@@ -140,7 +140,18 @@ GRAD_CHUNK_ROWS = 128
 
 
 def grads_in_kernel(kind: str, D: int, H: int) -> bool:
-    """Whether the backward kernel sums the weight and bias gradients (else XLA does)."""
+    """Whether the backward kernel sums the weight and bias gradients (else XLA does).
+
+    Args:
+      kind: the kernel's cell, one of `CELLS` ("elman", "lstm", "gru").
+      D: input features, a positive integer.
+      H: hidden units, a positive integer.
+    """
+    if kind not in CELLS:
+        raise ValueError(f"kind must be one of {tuple(CELLS)}, got {kind!r}")
+    for name, value in (("D", D), ("H", H)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     K = _GATES[kind] * H
     return 4 * ((D + H) * K + K + H) <= GRADS_IN_KERNEL_BYTES
 
@@ -207,6 +218,10 @@ def _bwd(kind, reverse, residuals, cotangents):
     # dzx: ∂ of every gate's pre-activation; dzh (GRU): ∂(h U_n + b_hn) = dn · r.
     outs = [(T, B, K), (T, B, H) if kind == "gru" else (0,), (B, H), (B, H)]
     in_kernel = grads_in_kernel(kind, D, H)
+    if in_kernel and (not isinstance(GRAD_CHUNK_ROWS, int) or GRAD_CHUNK_ROWS < 1):
+        raise ValueError(
+            f"jaxseq.native.GRAD_CHUNK_ROWS must be a positive integer, got {GRAD_CHUNK_ROWS!r}"
+        )
     if in_kernel:  # the weight and bias gradients, summed by the kernel
         outs += [(D, K), (H, K), (K,), (H,) if kind == "gru" else (0,)]
     else:
