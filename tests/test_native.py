@@ -65,7 +65,7 @@ def _lengths(batch_shape: tuple[int, ...], steps: int = T) -> np.ndarray:
     """int32 `[*batch]`: 0 and `steps` first, then lengths in between."""
     pattern = [steps, 0, 3, 1, steps - 1, 2, steps, 5, 4, 6, 1, 0, steps]
     size = math.prod(batch_shape)
-    return np.minimum(np.array(pattern[:size], np.int32), steps).reshape(batch_shape)
+    return np.minimum(np.resize(np.array(pattern, np.int32), size), steps).reshape(batch_shape)
 
 
 def _params(cell, rng: np.random.Generator, input_size: int = D):
@@ -356,6 +356,84 @@ def test_thread_partitions(partition, monkeypatch):
             outputs, grads = actual[name, label]
             _assert_matches_reference(name, outputs, inputs, lengths, label)
             _assert_grads_close(grads, expected[name, label][1])
+
+
+# ------------------------------------------------------------ micro-kernels
+
+# (threads, B, H): the products' tiles. A call's columns N are G·n (forward; n the
+# thread's units) or n (backward), cut into panels of 16 (AVX2) or 32 (AVX-512)
+# with a narrower last one; rows go in blocks of at most 6 (AVX2) or 12 (AVX-512).
+TILES = {
+    # one thread, 24 rows: blocks of 12 (AVX-512); n = 40 units: N = 160 (LSTM),
+    # 120 = 3·32 + 24 (GRU), 40 = 32 + 8 (Elman, and every backward product); the
+    # in-kernel weight gradients' products have D = 3 and H = 40 rows
+    "rows_24_h40": (1, 24, 40),
+    # 2 threads split 24 units as 8 + 16: N = 32, 24, 8 and 64, 48, 16
+    "units_8_16": (2, 3, 24),
+}
+
+
+@pytest.mark.parametrize("isa", native.ISAS)
+@pytest.mark.parametrize("tiles", TILES)
+def test_micro_kernels(isa, tiles, monkeypatch):
+    """Each micro-kernel this CPU runs, on tiles of every width: the NumPy reference's
+    values and autodiff's gradients."""
+    if isa not in native.isas():
+        pytest.skip(f"this CPU does not run the {isa} micro-kernel")
+    threads, batch, hidden = TILES[tiles]
+    monkeypatch.setenv("JAXSEQ_NATIVE_ISA", isa)
+    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", str(threads))
+    assert native.isa() == isa
+    inputs, lengths = _inputs(hidden, (batch,)), _lengths((batch,))
+    lowered = jax.jit(_grads_function(hidden, THREAD_LABELS, **NATIVE)).lower(inputs, lengths)
+    assert f"wide = {int(isa == 'avx512')} : i64" in lowered.as_text()
+    actual = lowered.compile()(inputs, lengths)
+    expected = _autodiff_grads(hidden, (batch,), THREAD_LABELS)
+    for name in NAMES:
+        for label in THREAD_LABELS:
+            outputs, grads = actual[name, label]
+            _assert_matches_reference(name, outputs, inputs, lengths, label)
+            _assert_grads_close(grads, expected[name, label][1])
+
+
+def test_bad_isa_is_named(monkeypatch):
+    monkeypatch.setenv("JAXSEQ_NATIVE_ISA", "sse2")
+    with pytest.raises(ValueError, match=r"JAXSEQ_NATIVE_ISA must be one of \('avx2', 'avx512'\)"):
+        native.isa()
+    missing = [isa for isa in native.ISAS if isa not in native.isas()]
+    for isa in missing:  # e.g. "avx512" on a CPU with AVX2 only
+        monkeypatch.setenv("JAXSEQ_NATIVE_ISA", isa)
+        with pytest.raises(ValueError, match=f"JAXSEQ_NATIVE_ISA='{isa}', but this CPU runs only"):
+            native.isa()
+
+
+def _fake_cache_info(root, levels):
+    for i, (level, kind, size) in enumerate(levels):
+        index = root / f"index{i}"
+        index.mkdir(parents=True)
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (index / name).write_text(text + "\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("levels", "expected"),
+    [
+        ([("1", "Data", "48K"), ("1", "Instruction", "64K"), ("2", "Unified", "2048K")], 2 << 20),
+        ([("1", "Data", "32K"), ("2", "Unified", "512K"), ("3", "Unified", "32768K")], 512 << 10),
+        ([("2", "Unified", "1M")], 1 << 20),
+        ([("1", "Data", "32K"), ("3", "Unified", "8M")], 777),  # no L2: the default
+        ([("2", "Unified", "big")], 777),
+        ([], 777),
+    ],
+)
+def test_l2_bytes_reads_sysfs(levels, expected, tmp_path):
+    root = _fake_cache_info(tmp_path / "cache", levels)
+    assert native.l2_bytes(default=777, root=root) == expected
+
+
+def test_grads_in_kernel_bound_is_this_cpus_l2():
+    assert native.GRADS_IN_KERNEL_BYTES == native.l2_bytes()
 
 
 # (threads, B, H, GRADS_IN_KERNEL_BYTES, GRAD_CHUNK_ROWS): where the weight gradients

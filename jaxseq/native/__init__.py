@@ -6,8 +6,9 @@ with one hand-written kernel per direction (`rnn_cpu.cc`) instead of a
 `lax.scan`, the way PyTorch runs oneDNN's RNN primitive:
 
 - forward: each step's `x_t W + h_{t-1} U`, the gates, the state and the output
-  in one pass over a tile that stays in cache (6×16 AVX2/FMA micro-kernel over
-  weights packed once per call), split over threads by batch row, or by hidden
+  in one pass over a tile that stays in cache (a 12×32 AVX-512 micro-kernel where
+  the CPU has AVX-512F, else a 6×16 AVX2/FMA one, over weights packed once per
+  call), split over threads by batch row, or by hidden
   unit with one barrier per step (the helper threads start once per process and
   wait between calls);
 - backward: a reverse loop that computes the gates' pre-activation gradients
@@ -23,7 +24,8 @@ The kernel is compiled from source with the system's C++ compiler (`$CXX`, else
 the same results; `status()` says which and why.
 
 `JAXSEQ_NATIVE_THREADS` sets the thread count (default: the CPUs this process
-may run on).
+may run on); `JAXSEQ_NATIVE_ISA=avx2` keeps the AVX2 micro-kernel on a CPU with
+AVX-512 (`isa()` says which one runs).
 """
 
 import ctypes
@@ -82,8 +84,10 @@ def _load() -> tuple[bool, str]:
         lib = ctypes.CDLL(str(_build()))
     except Exception as error:  # no compiler, no FFI headers, unwritable cache: use XLA
         return False, f"the kernel could not be built or loaded: {error!r}"
-    if not lib.jaxseq_native_supported():
+    level = lib.jaxseq_native_supported()  # 0: no AVX2/FMA, 1: AVX2, 2: AVX-512 too
+    if not level:
         return False, "this CPU lacks AVX2/FMA"
+    _ISAS[:] = ISAS[:level]
     for name, symbol in (("forward", lib.JaxseqRnnForward), ("backward", lib.JaxseqRnnBackward)):
         jax.ffi.register_ffi_target(f"jaxseq_rnn_{name}", jax.ffi.pycapsule(symbol), platform="cpu")
     return True, "built and registered"
@@ -92,6 +96,34 @@ def _load() -> tuple[bool, str]:
 def status() -> tuple[bool, str]:
     """Whether the native kernels can run in this process, and why not (builds them if needed)."""
     return _load()
+
+
+ISAS = ("avx2", "avx512")  # the micro-kernels, narrowest first
+_ISAS: list[str] = []  # those this CPU runs, filled by `_load`
+
+
+def isas() -> tuple[str, ...]:
+    """The micro-kernels this CPU runs, narrowest first (empty where the kernels cannot run)."""
+    _load()
+    return tuple(_ISAS)
+
+
+def isa() -> str:
+    """The products' micro-kernel: `$JAXSEQ_NATIVE_ISA` if set, else the widest this CPU runs.
+
+    "avx512" (AVX-512F, 12×32 tiles) or "avx2" (AVX2/FMA, 6×16); "" where the
+    kernels cannot run here (`status()` says why).
+    """
+    if not _load()[0]:
+        return ""
+    value = os.environ.get("JAXSEQ_NATIVE_ISA")
+    if value:
+        if value not in ISAS:
+            raise ValueError(f"JAXSEQ_NATIVE_ISA must be one of {ISAS}, got {value!r}")
+        if value not in _ISAS:
+            raise ValueError(f"JAXSEQ_NATIVE_ISA={value!r}, but this CPU runs only {tuple(_ISAS)}")
+        return value
+    return _ISAS[-1]
 
 
 def threads() -> int:
@@ -127,12 +159,34 @@ def reason_not(cell, params, xs, carry) -> str | None:
     return None if ok else why
 
 
+_CACHE_INFO = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def l2_bytes(default: int = 512 * 1024, root: Path = _CACHE_INFO) -> int:
+    """One core's L2 cache in bytes, from Linux's sysfs (`root`), else `default`."""
+    for index in sorted(Path(root).glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        if level == "2" and kind in ("Unified", "Data") and size[:-1].isdigit():
+            scale = {"K": 1024, "M": 1024**2}.get(size[-1])
+            if scale:
+                return int(size[:-1]) * scale
+    return default
+
+
 # The largest weight and bias gradients (bytes, per kernel thread) the backward
-# kernel sums itself, every few steps while those steps' ∂z are in cache: about a
-# Zen 3 core's L2, which holds them between updates. Larger ones are single products over
-# all steps in XLA after the kernel, which ran faster there: LSTM train step at
-# (T, B, D, H) = (100, 64, 128, 256), 1.5 MiB of gradients per thread.
-GRADS_IN_KERNEL_BYTES = 512 * 1024
+# kernel sums itself, every few steps while those steps' ∂z are in cache: one
+# core's L2, which holds them between updates. Larger ones are single products
+# over all steps in XLA after the kernel, which ran faster there. Measured in one
+# process, turn about (LSTM train step): on a Zen 3 (512 KiB L2), XLA's products
+# were faster at (T, B, D, H) = (100, 64, 128, 256), 1.5 MiB of gradients per
+# thread; on a Xeon with 2 MiB L2 the kernel was 4% faster there (GRU: 6%), and 6%
+# slower at (50, 256, 256, 512), 6 MiB.
+GRADS_IN_KERNEL_BYTES = l2_bytes()
 # Its updates sum about this many rows of ∂z (a thread's batch rows at consecutive
 # steps) at a time: a longer sum per load and store of the gradients' tiles, while
 # those steps' ∂z stay in cache. 64-128 ran fastest at (100, 32, 32, 128).
@@ -173,6 +227,7 @@ def _call(name: str, outs, *args, cell: str, reverse: bool, masked: bool, aliase
         reverse=np.int64(reverse),
         threads=np.int64(threads()),
         masked=np.int64(masked),
+        wide=np.int64(isa() == "avx512"),
         **{key: np.int64(value) for key, value in extra.items()},
     )
 
