@@ -829,3 +829,30 @@ def test_scan_rejects_what_unroll_would_not_run_natively():
     carry = cell.initial_carry(params, (2,))
     with pytest.raises(ValueError, match="hidden_size=12 is not a multiple of 8"):
         jaxseq.native.scan(cell, params, xs, carry, None, False)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs a process that may run on 2 CPUs or more",
+)
+def test_helper_threads_keep_off_the_callers_cpu(monkeypatch):
+    """The pool's helper may run on every CPU of the process but the one its caller is
+    on (woken on the caller's CPU, it waited behind the caller: README, "Speed"). Linux
+    shows each thread's mask in /proc; the helpers are the threads whose mask lacks
+    exactly one of the process's CPUs."""
+    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", "2")
+    allowed = os.sched_getaffinity(0)
+    hidden, batch = 16, 9  # rows 4 + 5: the pool's helper runs one of the parts
+    inputs, lengths = _inputs(hidden, (batch,)), _lengths((batch,))
+    run = jax.jit(_grads_function(hidden, THREAD_LABELS, **NATIVE)).lower(inputs, lengths)
+    assert "threads = 2 : i64" in run.as_text()
+    jax.block_until_ready(run.compile()(inputs, lengths))
+    masks = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            masks.append(os.sched_getaffinity(int(task)))
+        except OSError:  # a thread that ended meanwhile
+            continue
+    narrowed = [mask for mask in masks if mask != allowed]
+    assert narrowed, "no thread's mask leaves out the caller's CPU"
+    assert all(mask < allowed and len(allowed - mask) == 1 for mask in narrowed), narrowed

@@ -26,6 +26,7 @@
 
 #include <immintrin.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -409,8 +410,10 @@ class Pool {
     if (!busy.owns_lock()) return false;
     for (; helpers_ < n - 1; ++helpers_) {
       const int k = helpers_ + 1;
+      tids_.emplace_back(new std::atomic<pid_t>(0));
       std::thread([this, k] { serve(k); }).detach();
     }
+    keep_off_caller(n - 1);
     job_ = [&job](int k) { job(k); };
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -427,7 +430,28 @@ class Pool {
   }
 
  private:
+  // Lets helpers 1..count run on any CPU this process may use but the caller's.
+  // Without it, Linux often woke a helper on the caller's CPU (the waker's), where
+  // it waited behind the caller while the other CPU idled: the call's two halves
+  // ran one after the other, at 2x the time (seen on a 2-vCPU VM whenever the
+  // helpers had slept for a few ms; README, "Speed"). The masks change only when
+  // the caller's CPU does.
+  void keep_off_caller(int count) {
+    const int cpu = sched_getcpu();
+    if (cpu < 0 || cpu == caller_cpu_ || !CPU_ISSET(cpu, &allowed_) || CPU_COUNT(&allowed_) < 2)
+      return;
+    cpu_set_t mask = allowed_;
+    CPU_CLR(cpu, &mask);
+    for (int k = 1; k <= count; ++k) {
+      pid_t tid;
+      while ((tid = tids_[k - 1]->load(std::memory_order_acquire)) == 0) _mm_pause();
+      sched_setaffinity(tid, sizeof(mask), &mask);
+    }
+    caller_cpu_ = cpu;
+  }
+
   void serve(int k) {
+    tids_[k - 1]->store(static_cast<pid_t>(syscall(SYS_gettid)), std::memory_order_release);
     uint64_t seen = 0;
     for (;;) {
       {
@@ -440,7 +464,12 @@ class Pool {
     }
   }
 
+  Pool() { sched_getaffinity(0, sizeof(allowed_), &allowed_); }
+
   const pid_t pid_ = getpid();
+  cpu_set_t allowed_;    // the CPUs this process could use when the pool started
+  int caller_cpu_ = -1;  // the CPU the helpers' masks leave out
+  std::vector<std::unique_ptr<std::atomic<pid_t>>> tids_;  // helper k's thread id at k - 1
   std::mutex busy_, mu_;
   std::condition_variable wake_;
   int helpers_ = 0;  // helper k (1-based) serves job(k)
