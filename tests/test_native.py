@@ -856,3 +856,21 @@ def test_helper_threads_keep_off_the_callers_cpu(monkeypatch):
     narrowed = [mask for mask in masks if mask != allowed]
     assert narrowed, "no thread's mask leaves out the caller's CPU"
     assert all(mask < allowed and len(allowed - mask) == 1 for mask in narrowed), narrowed
+
+
+def test_large_training_step_premapped_residuals_match_references():
+    """A training step whose residuals pass glibc's 32 MiB mmap threshold (the forward
+    kernel then maps them ahead of its writes, `premap` in rnn_cpu.cc): outputs equal
+    the NumPy loop's, gradients JAX autodiff's of the XLA scan."""
+    hidden, batch, steps = 256, (16,), 520  # LSTM: 520·16·(4 + 3)·256·4 B = 57 MiB saved
+    inputs = {"lstm": _inputs(hidden, batch, steps=steps)["lstm"]}
+    lengths = _lengths(batch, steps)
+    grads = {
+        kernel: jax.jit(_grads_function(hidden, ("plain",), ("lstm",), **kwargs))
+        for kernel, kwargs in (("native", NATIVE), ("autodiff", AUTODIFF))
+    }
+    lowered = grads["native"].lower(inputs, lengths)
+    assert CUSTOM_CALL in lowered.as_text()
+    outputs, actual = lowered.compile()(inputs, lengths)["lstm", "plain"]
+    _assert_matches_reference("lstm", outputs, inputs, lengths, "plain")
+    _assert_grads_close(actual, grads["autodiff"](inputs, lengths)["lstm", "plain"][1])
