@@ -439,7 +439,10 @@ def test_grads_in_kernel_bound_is_this_cpus_l2():
 # (threads, B, H, GRADS_IN_KERNEL_BYTES, GRAD_CHUNK_ROWS): where the weight gradients
 # are summed. The default (in the kernel, all T = 7 steps at once) runs everywhere else.
 GRAD_PATHS = {
-    "xla_products": (2, 9, 16, 0, 128),  # the kernel leaves them to XLA
+    # the kernel leaves them to XLA; the LSTM and Elman forward kernels save [x | h]ᵀ,
+    # by rows 4 + 5, or by units 8 + 16 (x's 3 features then split 1 + 2)
+    "xla_products": (2, 9, 16, 0, 128),
+    "xla_products_units": (2, 3, 24, 0, 128),
     "batch_chunks": (2, 9, 16, 10**6, 8),  # rows 4 + 5: 2 steps, then 1 step, at a time
     "units_chunks": (2, 3, 24, 10**6, 6),  # units 8 + 16, all 3 rows: 2 steps at a time
     "one_step_at_a_time": (1, 5, 16, 10**6, 1),

@@ -247,14 +247,31 @@ def _run(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid):
     return _forward_call(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save=False)[:3]
 
 
+def xh_transposed(kind: str, D: int, H: int) -> bool:
+    """Whether a training step saves `[x_t | h_{t-1}]` transposed, `[D + H, T·B]`, for XLA.
+
+    Where XLA computes the weight gradients (`grads_in_kernel` is False), the LSTM and
+    Elman forward kernels save `[x | h_{t-1}]ᵀ` instead of `h_{t-1}`, and ∂[W; U] is one
+    product `[x | h]ᵀ ∂z` with both operands in the layout XLA's CPU dot ran fastest
+    (at (T, B, D, H) = (100, 64, 128, 256): 11.2-11.6 ms against 15.3-15.5 ms for
+    `xᵀ ∂z` and `hᵀ ∂z` as transposed operands). The GRU's backward kernel reads h_{t-1}
+    by row, so it keeps that layout.
+    """
+    return kind != "gru" and not grads_in_kernel(kind, D, H)
+
+
 def _forward_call(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save: bool):
-    T, B, _ = x.shape
+    T, B, D = x.shape
     H = w_h.shape[0]
-    # activations, h_{t-1}, and "extra": LSTM c_{t-1}, GRU h_{t-1} U_n + b_hn
-    saved = [(T, B, _ACTS[kind] * H), (T, B, H), (T, B, H) if kind != "elman" else (0,)]
+    transposed = save and xh_transposed(kind, D, H)
+    # activations, h_{t-1} (or [x | h_{t-1}]ᵀ), and "extra": LSTM c_{t-1}, GRU h_{t-1} U_n + b_hn
+    hprev = (D + H, T * B) if transposed else (T, B, H)
+    saved = [(T, B, _ACTS[kind] * H), hprev, (T, B, H) if kind != "elman" else (0,)]
     outs = [(T, B, H), (B, H), (B, H), *(saved if save else [(0,)] * 3)]
     args = (x, w_x, b, w_h, b_hn, h0, c0, valid)
-    return _call("forward", outs, *args, cell=kind, reverse=reverse, masked=valid.size > 0)
+    return _call(
+        "forward", outs, *args, cell=kind, reverse=reverse, masked=valid.size > 0, xh_t=transposed
+    )
 
 
 def _fwd(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid):
@@ -300,14 +317,17 @@ def _bwd(kind, reverse, residuals, cotangents):
     if in_kernel:
         return d_w_x, d_b, d_w_h, d_b_hn, d_x, d_h0, d_c0, None
     flat = lambda a: a.reshape(T * B, a.shape[-1])  # noqa: E731
-    d_w_h = flat(hprev).T @ flat(dzx)  # Σ_t h_{t-1}ᵀ ∂z_t: one product over all steps
-    if kind == "gru":  # U_n sees dn · r, not dn (the product's last H columns are dropped:
-        # cheaper than slicing dzx, which XLA copies)
-        d_w_h = jnp.concatenate([d_w_h[:, : 2 * H], flat(hprev).T @ flat(dzh)], axis=1)
-    d_w_x = flat(x).T @ flat(dzx)
     d_b = dzx.sum(axis=(0, 1))
-    d_b_hn = dzh.sum(axis=(0, 1)) if kind == "gru" else jnp.zeros_like(b_hn)
-    return d_w_x, d_b, d_w_h, d_b_hn, d_x, d_h0, d_c0, None
+    if xh_transposed(kind, D, H):  # hprev is [x | h_{t-1}]ᵀ: one product for W and U
+        d_w = hprev @ flat(dzx)
+        return d_w[:D], d_b, d_w[D:], jnp.zeros_like(b_hn), d_x, d_h0, d_c0, None
+    # The GRU, whose backward kernel reads h_{t-1} by row: Σ_t h_{t-1}ᵀ ∂z_t, one product
+    # over all steps. U_n sees dn · r, not dn (the product's last H columns are dropped:
+    # cheaper than slicing dzx, which XLA copies).
+    d_w_h = flat(hprev).T @ flat(dzx)
+    d_w_h = jnp.concatenate([d_w_h[:, : 2 * H], flat(hprev).T @ flat(dzh)], axis=1)
+    d_w_x = flat(x).T @ flat(dzx)
+    return d_w_x, d_b, d_w_h, dzh.sum(axis=(0, 1)), d_x, d_h0, d_c0, None
 
 
 _run.defvjp(_fwd, _bwd)

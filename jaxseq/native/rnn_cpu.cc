@@ -519,6 +519,9 @@ struct Forward {
   // h_{t-1} U_n + b_hn (the recurrent candidate before the reset gate)
   float *acts, *hprev, *extra;
   bool wide = false;  // the AVX-512 micro-kernel
+  // hprev holds [x_t | h_{t-1}] transposed, [D + H, T B] (column t B + b), the layout
+  // in which XLA's product for the weight gradients, [x | h]^T dz, ran fastest
+  bool xh_t = false;
 };
 
 void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_buf,
@@ -557,13 +560,21 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
                   N);
     }
     const int64_t row = static_cast<int64_t>(t) * B;
+    if (f.hprev && f.xh_t) {  // this thread's rows and units; its share [d0, d1) of x's
+      const int64_t TB = static_cast<int64_t>(T) * B;
+      const int d0 = D * j0 / H, d1 = D * j1 / H;
+      for (int d = d0; d < d1; ++d)
+        for (int b = b0; b < b1; ++b) f.hprev[d * TB + row + b] = x_t[b * D + d];
+      for (int j = j0; j < j1; ++j)
+        for (int b = b0; b < b1; ++b) f.hprev[(D + j) * TB + row + b] = h_cur[b * H + j];
+    }
     for (int b = b0; b < b1; ++b) {
       const bool ok = f.valid == nullptr || f.valid[row + b];
       float* y = f.ys + (row + b) * H;
       const float* hp = h_cur + b * H;
       float* hn = h_next + b * H;
       float* act = f.acts ? f.acts + (row + b) * A * H : nullptr;
-      if (f.hprev) std::memcpy(f.hprev + (row + b) * H + j0, hp + j0, n * sizeof(float));
+      if (f.hprev && !f.xh_t) std::memcpy(f.hprev + (row + b) * H + j0, hp + j0, n * sizeof(float));
       float* extra = f.extra ? f.extra + (row + b) * H : nullptr;
       if (extra && f.cell == kLstm) std::memcpy(extra + j0, &c[(b - b0) * n], n * sizeof(float));
       if (!ok) {
@@ -837,7 +848,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi:
                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_hn,
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
                        ffi::Buffer<ffi::PRED> valid, int64_t cell, int64_t reverse, int64_t threads,
-                       int64_t masked, int64_t wide, ffi::ResultBuffer<ffi::F32> ys,
+                       int64_t masked, int64_t wide, int64_t xh_t,
+                       ffi::ResultBuffer<ffi::F32> ys,
                        ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> cT,
                        ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> hprev,
                        ffi::ResultBuffer<ffi::F32> extra) {
@@ -855,6 +867,10 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi:
             save && cell != kElman ? extra->typed_data() : nullptr};
   if (auto e = check_wide(wide); e.failure()) return e;
   f.wide = wide != 0;
+  f.xh_t = xh_t != 0;
+  const int64_t rows = int64_t{s.T} * s.B;
+  if (save && hprev->element_count() != (f.xh_t ? (s.D + s.H) * rows : rows * s.H))
+    return ffi::Error::InvalidArgument("jaxseq native: hprev has the wrong size for xh_t");
   if (save) {  // a training step's forward pass: its outputs lie in XLA's temporary buffer
     const std::pair<void*, size_t> outs[] = {{f.ys, ys->size_bytes()},
                                              {f.acts, acts->size_bytes()},
@@ -975,6 +991,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxseqRnnForward, ForwardImpl,
                                   .Attr<int64_t>("threads")
                                   .Attr<int64_t>("masked")
                                   .Attr<int64_t>("wide")
+                                  .Attr<int64_t>("xh_t")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
