@@ -478,9 +478,10 @@ def test_weight_gradient_paths(path, monkeypatch):
         (("gru", 3, 2.5), "H must be a positive integer, got 2.5"),
     ],
 )
-def test_grads_in_kernel_rejects_bad_arguments(args, message):
+@pytest.mark.parametrize("function", [native.grads_in_kernel, native.xh_transposed])
+def test_layout_choices_reject_bad_arguments(function, args, message):
     with pytest.raises(ValueError, match=message):
-        native.grads_in_kernel(*args)
+        function(*args)
 
 
 def test_bad_grad_chunk_rows_is_named(monkeypatch):

@@ -255,9 +255,9 @@ def xh_transposed(kind: str, D: int, H: int) -> bool:
     product `[x | h]ᵀ ∂z` with both operands in the layout XLA's CPU dot ran fastest
     (at (T, B, D, H) = (100, 64, 128, 256): 11.2-11.6 ms against 15.3-15.5 ms for
     `xᵀ ∂z` and `hᵀ ∂z` as transposed operands). The GRU's backward kernel reads h_{t-1}
-    by row, so it keeps that layout.
+    by row, so it keeps that layout. Arguments as for `grads_in_kernel`.
     """
-    return kind != "gru" and not grads_in_kernel(kind, D, H)
+    return not grads_in_kernel(kind, D, H) and kind != "gru"
 
 
 def _forward_call(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save: bool):
