@@ -862,10 +862,10 @@ def test_helper_threads_keep_off_the_callers_cpu(monkeypatch):
     assert all(mask < allowed and len(allowed - mask) == 1 for mask in narrowed), narrowed
 
 
-def test_large_training_step_premapped_residuals_match_references():
+def test_large_training_step_in_huge_pages_matches_references():
     """A training step whose residuals pass glibc's 32 MiB mmap threshold (the forward
-    kernel then maps them ahead of its writes, `premap` in rnn_cpu.cc): outputs equal
-    the NumPy loop's, gradients JAX autodiff's of the XLA scan."""
+    kernel then asks for 2 MiB pages for them, `advise_huge_pages` in rnn_cpu.cc):
+    outputs equal the NumPy loop's, gradients JAX autodiff's of the XLA scan."""
     hidden, batch, steps = 256, (16,), 520  # LSTM: 520·16·(4 + 3)·256·4 B = 57 MiB saved
     inputs = {"lstm": _inputs(hidden, batch, steps=steps)["lstm"]}
     lengths = _lengths(batch, steps)
