@@ -247,9 +247,10 @@ def test_bad_arguments_fail_fast(argv):
         speed.parse_args(argv)
 
 
-def test_gate_layout_and_hoisting_microbenchmarks_run():
+def test_layout_and_hoisting_microbenchmarks_run():
     """Tiny shapes; both forms of each compute the same thing (checked inside / by unroll)."""
-    from benchmarks import gate_layout, hoisting
+    from benchmarks import gate_layout, grad_layout, hoisting
 
     assert set(gate_layout.main(3, 2, 4)) == {"per_slice", "one_block"}
     assert set(hoisting.main(3, 2, 3, 4)) == {"hoisted", "in_step"}
+    assert set(grad_layout.main(6, 3, 8)) == {"transposed_operands", "xh_transposed"}

@@ -866,7 +866,7 @@ def test_large_training_step_in_huge_pages_matches_references():
     """A training step whose residuals pass glibc's 32 MiB mmap threshold (the forward
     kernel then asks for 2 MiB pages for them, `advise_huge_pages` in rnn_cpu.cc):
     outputs equal the NumPy loop's, gradients JAX autodiff's of the XLA scan."""
-    hidden, batch, steps = 256, (16,), 520  # LSTM: 520·16·(4 + 3)·256·4 B = 57 MiB saved
+    hidden, batch, steps = 256, (16,), 520  # 520·16·(7·256 + 3)·4 B = 57 MiB saved (LSTM)
     inputs = {"lstm": _inputs(hidden, batch, steps=steps)["lstm"]}
     lengths = _lengths(batch, steps)
     grads = {
