@@ -11,12 +11,12 @@ why `jaxseq.lstm` and `jaxseq.gru` apply σ to all gate blocks at once.
     .venv/bin/python -m benchmarks.gate_layout 1000 16 64   # T B H
 """
 
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
+
+from benchmarks._alternate import alternate
 
 
 def per_slice(z, c):
@@ -51,14 +51,7 @@ def main(num_steps: int = 100, batch: int = 32, hidden: int = 128) -> dict:
     diff = jnp.max(jnp.abs(compiled["per_slice"](w, xp) - compiled["one_block"](w, xp)))
     if not diff < 1e-5:
         raise AssertionError(f"the two forms disagree: max |Δh| = {float(diff)}")
-    times = {name: [] for name in compiled}
-    for _ in range(25):
-        for name, f in compiled.items():
-            jax.block_until_ready(f(w, xp))
-            start = time.perf_counter()
-            jax.block_until_ready(f(w, xp))
-            times[name].append(1e3 * (time.perf_counter() - start))
-    result = {n: (round(min(t), 2), round(statistics.median(t), 2)) for n, t in times.items()}
+    result = alternate(compiled, (w, xp))
     print(f"T,B,H={num_steps},{batch},{hidden}; max |Δh| {float(diff):.1e}; (min, median) ms:")
     print(result)
     return result

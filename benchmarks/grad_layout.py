@@ -12,12 +12,12 @@ They run in one process, alternating, 25 rounds; prints the min and median ms.
     .venv/bin/python -m benchmarks.grad_layout 12800 256 512   # shape D: T·B D H
 """
 
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
+
+from benchmarks._alternate import alternate
 
 
 def main(rows: int = 6400, inputs: int = 128, hidden: int = 256, gates: int = 4) -> dict:
@@ -46,14 +46,7 @@ def main(rows: int = 6400, inputs: int = 128, hidden: int = 256, gates: int = 4)
     )
     if not diff <= 1e-5 * scale:
         raise AssertionError(f"the two forms disagree: max |Δ| = {diff} (scale {scale})")
-    times = {name: [] for name in compiled}
-    for _ in range(25):
-        for name, f in compiled.items():
-            jax.block_until_ready(f(*args))
-            start = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            times[name].append(1e3 * (time.perf_counter() - start))
-    result = {n: (round(min(t), 2), round(statistics.median(t), 2)) for n, t in times.items()}
+    result = alternate(compiled, args)
     print(f"T·B,D,H={rows},{inputs},{hidden}; max |Δ| {diff:.1e}; (min, median) ms:")
     print(result)
     return result

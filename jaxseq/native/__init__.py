@@ -254,7 +254,7 @@ def xh_transposed(kind: str, D: int, H: int) -> bool:
     Elman forward kernels save `[x | h_{t-1}]ᵀ` instead of `h_{t-1}`, and ∂[W; U] is one
     product `[x | h]ᵀ ∂z` with both operands in the layout XLA's CPU dot ran fastest
     (`python -m benchmarks.grad_layout`, at (T, B, D, H) = (100, 64, 128, 256), median
-    11.2-12.5 ms against 14.9-15.6 ms for `xᵀ ∂z` and `hᵀ ∂z` as transposed operands;
+    11.2-12.5 ms against 14.9-16.0 ms for `xᵀ ∂z` and `hᵀ ∂z` as transposed operands;
     level at (50, 256, 256, 512)). The GRU's backward kernel reads h_{t-1}
     by row, so it keeps that layout. Arguments as for `grads_in_kernel`.
     """
