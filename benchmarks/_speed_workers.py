@@ -36,14 +36,18 @@ def _warm(fn, warmup: int) -> dict:
     return dict(first_call_s=first_call_s)
 
 
-def timed(fn, steps: int) -> dict:
-    """Wall-clock ms of `steps` calls of `fn`, and the load average just before them."""
+def timed(fn, steps: int, settle: int = 0) -> dict:
+    """Wall-clock ms of `settle` calls of `fn` (`settle_ms`), then of `steps` more
+    (`times_ms`, whose median is `median_ms`), and the load average just before them."""
     load, times = os.getloadavg()[0], []
-    for _ in range(steps):
+    for _ in range(settle + steps):
         start = time.perf_counter()
         fn()
         times.append(1e3 * (time.perf_counter() - start))
-    return dict(times_ms=times, median_ms=statistics.median(times), loadavg_1min=load)
+    settled = times[settle:]
+    return dict(times_ms=settled, median_ms=statistics.median(settled), loadavg_1min=load) | dict(
+        settle_ms=times[:settle]
+    )
 
 
 def _timed(fn, warmup: int, steps: int) -> dict:
@@ -340,14 +344,16 @@ def prepare(impl: str, family: str, shape_name: str, shape, args, kwargs: dict):
 def serve(records: list[dict], runs: list, commands, replies) -> None:
     """The worker's side of the turns: one JSON line of `records`, then one reply per command.
 
-    Each command line is `{"task": i, "steps": n}`; the reply is `timed(runs[i], n)`
-    as one JSON line. Returns at the end of `commands` (the parent closed the pipe).
+    Each command line is `{"task": i, "steps": n, "settle": k}` ("settle" optional, 0 if
+    absent); the reply is `timed(runs[i], n, k)` as one JSON line. Returns at the end
+    of `commands` (the parent closed the pipe).
     """
     replies.write(json.dumps(records) + "\n")
     replies.flush()
     for line in commands:
         command = json.loads(line)
-        replies.write(json.dumps(timed(runs[command["task"]], command["steps"])) + "\n")
+        reply = timed(runs[command["task"]], command["steps"], command.get("settle", 0))
+        replies.write(json.dumps(reply) + "\n")
         replies.flush()
 
 

@@ -16,15 +16,23 @@ Each implementation runs in its own process (PyTorch's spinning OpenMP threads
 stall a JAX process beside them; PERF_NOTES.md, lesson 1), and the processes take
 turns: for each shape, every implementation's worker is started once (compiled and
 warmed up), then for `--rounds` rounds each task (cell × mode) is timed for
-`--steps` calls by every implementation in turn, back to back, in an order that
-rotates from round to round, with a `--gap_ms` pause after each turn so that the
-last process's spinning threads are asleep. Turns of one task are seconds apart at
-most, so a ratio taken within a round sees one state of the shared machine, and
-many short rounds spread its drift evenly over every implementation. A `matmul`
+`--settle` + `--steps` calls by every implementation in turn, back to back, in an
+order that rotates from round to round, with a `--gap_ms` pause after each turn so
+that the last process's spinning threads are asleep. The `--settle` calls that open
+a turn (default 1) are timed apart from the rest: a process that has sat idle for
+seconds while the others took their turns pays in its first call for whatever its
+memory lost meanwhile. On the development VM that is mostly the host taking back
+freed memory (virtio-balloon free page reporting, after ~2 s), so that the first
+call's freshly mapped buffers are faulted in by the host as well: ~100 ms in a
+jaxseq LSTM train step at D. A training loop's back-to-back steps do not pay it.
+Turns of one task are seconds apart at most, so a ratio taken within a round sees
+one state of the shared machine, and many short rounds spread its drift evenly over
+every implementation. A `matmul`
 worker takes a turn at the start of every round and measures this machine's dense
 float32 rate (2048² @ 2048², JAX).
 Reported per (cell, mode, shape, impl), over all rounds' timed steps:
-  median and fastest ms per step; compile s: `jax.jit(f).lower(...).compile()`;
+  median and fastest ms per step; the median of the turns' settle calls;
+  compile s: `jax.jit(f).lower(...).compile()`;
   peak memory: temp + argument + output − alias bytes of
     `compiled.memory_analysis()` (JAX only; None for PyTorch). The native
     kernel's own scratch (weights packed per thread, ≈ 4·(D+H)·G·H bytes per
@@ -97,6 +105,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=10, help="turns each task takes")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per turn")
     parser.add_argument(
+        "--settle",
+        type=int,
+        default=1,
+        help="calls at the start of each turn timed apart from --steps (0: none; see Speed)",
+    )
+    parser.add_argument(
         "--gap_ms", type=float, default=50, help="pause after each turn (spinning threads park)"
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (≥ 1)")
@@ -119,6 +133,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name in ("rounds", "steps", "warmup", "matmul_size", "torch_threads"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be ≥ 1, got {getattr(args, name)}")
+    if args.settle < 0:
+        raise ValueError(f"--settle must be ≥ 0, got {args.settle}")
     if not args.gap_ms >= 0:
         raise ValueError(f"--gap_ms must be ≥ 0, got {args.gap_ms}")
     choices = dict(shapes=[*SHAPES], cells=[*workers.GATES], modes=["forward", "train"])
@@ -193,10 +209,11 @@ class Worker:
                 f"answered {line[:200]!r}; its stderr ends:\n{tail}"
             ) from None
 
-    def time(self, task: int, steps: int) -> dict:
-        """`steps` timed calls of task `task`: times_ms, median_ms, loadavg_1min."""
+    def time(self, task: int, steps: int, settle: int = 0) -> dict:
+        """`settle` calls of task `task` (settle_ms), then `steps` timed calls: times_ms,
+        median_ms, loadavg_1min."""
         try:
-            self._proc.stdin.write(json.dumps(dict(task=task, steps=steps)) + "\n")
+            self._proc.stdin.write(json.dumps(dict(task=task, steps=steps, settle=settle)) + "\n")
             self._proc.stdin.flush()
         except BrokenPipeError:
             pass  # the reply (none) raises WorkerFailed with the worker's stderr
@@ -241,7 +258,8 @@ def _turn(worker_: Worker, task: int, round_: int, args) -> dict:
     """One timed turn of one task; then a pause, so that the spinning threads of the
     process that just ran (OpenMP, Eigen) are asleep before the next one starts."""
     try:
-        result = worker_.records[task] | worker_.time(task, args.steps) | dict(round=round_)
+        reply = worker_.time(task, args.steps, args.settle)
+        result = worker_.records[task] | reply | dict(round=round_)
     finally:
         time.sleep(args.gap_ms / 1e3)
     if result["kind"] == "matmul":
@@ -318,12 +336,14 @@ def summarise(records: list[dict]) -> list[dict]:
     for (cell, mode, shape, impl), turns in groups.items():
         times = [t for r in turns for t in r["times_ms"]]
         median = statistics.median(times)
+        settles = [t for r in turns for t in r.get("settle_ms", [])]
         gflops = turns[0]["flops"] / (median * 1e6)
         compiles = [r["compile_s"] for r in turns if r["compile_s"] is not None]
         summaries.append(
             {k: turns[0][k] for k in ("cell", "mode", "shape", "impl", "T", "B", "D", "H")}
             | dict(kind="summary", median_ms=median, min_ms=min(times), max_ms=max(times))
             | dict(steps=len(times))
+            | dict(settle_median_ms=statistics.median(settles) if settles else None)
             | dict(per_round_median_ms=[r["median_ms"] for r in turns], rounds=len(turns))
             | dict(round_ids=[r.get("round") for r in turns])
             | dict(compile_s=statistics.median(compiles) if compiles else None)
@@ -395,9 +415,9 @@ def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
     """The results as markdown: the conditions, the table, skips and errors, remat reports."""
     lines = _conditions(records, command) + [
         "",
-        "| cell | mode | shape (T, B, D, H) | impl | median ms | fastest ms | compile s "
-        "| peak MiB | GFLOP/s | % matmul | speedup vs fastest anchor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cell | mode | shape (T, B, D, H) | impl | median ms | fastest ms | turn's 1st call ms "
+        "| compile s | peak MiB | GFLOP/s | % matmul | speedup vs fastest anchor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         speedup, paired = s["speedup_vs_fastest_anchor"], s["speedup_paired"]
@@ -407,12 +427,15 @@ def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
         lines.append(
             f"| {s['cell']} | {s['mode']} | {s['shape']} ({s['T']}, {s['B']}, {s['D']}, {s['H']}) "
             f"| {s['impl']} | {s['median_ms']:.2f} | {s['min_ms']:.2f} "
+            f"| {_fmt(s.get('settle_median_ms'), '.2f')} "
             f"| {_fmt(s['compile_s'], '.2f')} | {workers.mib(s['peak_bytes'])} "
             f"| {s['gflops']:.1f} | {_fmt(s['matmul_fraction'], '.0f', 100)} | {speedup} |"
         )
     lines += [
         "",
-        "Median and fastest over all rounds' timed steps. Peak memory: temp + argument + "
+        "Median and fastest over all rounds' timed steps. Turn's 1st call: the median of "
+        "the `--settle` calls that open each turn, timed apart and left out of the other "
+        "columns (— where none). Peak memory: temp + argument + "
         "output − alias bytes of `compiled.memory_analysis()` (— for PyTorch). GFLOP/s: "
         "forward 2·T·B·(D+H)·G·H (G = 4 LSTM, 3 GRU), train 3× forward. Speedup: the fastest "
         "non-jaxseq implementation's median ÷ this median (> 1: faster than every anchor); "

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -22,6 +23,7 @@ IMPLS = ("jaxseq", "flax", "torch")
 SUMMARY_KEYS = {
     "median_ms",
     "min_ms",
+    "settle_median_ms",
     "per_round_median_ms",
     "compile_s",
     "peak_bytes",
@@ -85,6 +87,7 @@ def test_compile_time_and_memory_for_jax_only(smoke):
     assert len(turns) == 2 * 4 * len(IMPLS)
     for r in turns:
         assert len(r["times_ms"]) == 2 and r["version"] and r["loadavg_1min"] >= 0
+        assert len(r["settle_ms"]) == 1  # --settle's default: the turn's first call, apart
         if r["impl"] == "torch":
             assert r["compile_s"] is None and r["peak_bytes"] is None
         else:
@@ -107,12 +110,13 @@ def test_each_worker_compiles_once_and_the_turn_order_rotates(smoke):
 def test_worker_serves_one_reply_per_command():
     calls = []
     runs = [lambda: calls.append("a"), lambda: calls.append("b")]
-    commands = io.StringIO('{"task": 1, "steps": 3}\n{"task": 0, "steps": 2}\n')
+    commands = io.StringIO('{"task": 1, "steps": 3}\n{"task": 0, "steps": 2, "settle": 2}\n')
     replies = io.StringIO()
     _speed_workers.serve([{"kind": "turn"}, {"kind": "turn"}], runs, commands, replies)
     first, *timed = [json.loads(line) for line in replies.getvalue().splitlines()]
-    assert first == [{"kind": "turn"}, {"kind": "turn"}] and calls == ["b"] * 3 + ["a"] * 2
+    assert first == [{"kind": "turn"}, {"kind": "turn"}] and calls == ["b"] * 3 + ["a"] * 4
     assert [len(t["times_ms"]) for t in timed] == [3, 2]
+    assert [len(t["settle_ms"]) for t in timed] == [0, 2]
     assert all(t["median_ms"] >= 0 and t["loadavg_1min"] >= 0 for t in timed)
 
 
@@ -206,7 +210,7 @@ def test_remat_report_agrees_and_reports_memory(smoke):
 def test_markdown_table_is_written_and_printed(smoke):
     rows = [line for line in smoke["markdown"].splitlines() if line.startswith("| lstm |")]
     assert len(rows) == 2 * len(IMPLS)
-    assert all(line.count("|") == 12 for line in rows)
+    assert all(line.count("|") == 13 for line in rows)
     assert "| cell | mode | shape (T, B, D, H) | impl | median ms |" in smoke["markdown"]
     assert smoke["markdown"].strip() in smoke["stdout"]
 
@@ -240,6 +244,7 @@ def test_variant_with_kwargs_unroll_rejects_is_skipped():
         ["--impls=jax"],
         ["--steps=0"],
         ["--gap_ms=-1"],
+        ["--settle=-1"],
     ],
 )
 def test_bad_arguments_fail_fast(argv):
@@ -254,3 +259,27 @@ def test_layout_and_hoisting_microbenchmarks_run():
     assert set(gate_layout.main(3, 2, 4)) == {"per_slice", "one_block"}
     assert set(hoisting.main(3, 2, 3, 4)) == {"hoisted", "in_step"}
     assert set(grad_layout.main(6, 3, 8)) == {"transposed_operands", "xh_transposed"}
+
+
+def test_settle_calls_are_timed_apart_from_the_steps():
+    """Pure `timed` and `summarise`: a slow first call of each turn stays out of the median."""
+    durations = iter([0.03, 0.0, 0.0, 0.0])
+    timed = _speed_workers.timed(lambda: time.sleep(next(durations)), steps=3, settle=1)
+    assert timed["settle_ms"][0] >= 30 and max(timed["times_ms"]) < 30
+    assert len(timed["times_ms"]) == 3 and timed["median_ms"] < 30
+    shape = dict(cell="lstm", mode="train", shape="A", T=1, B=1, D=1, H=8, flops=1e6)
+    records = [
+        shape
+        | dict(kind="turn", impl="jaxseq", round=i, times_ms=[2.0, 3.0], median_ms=2.5)
+        | dict(settle_ms=[first], compile_s=None, peak_bytes=None, version="0")
+        for i, first in enumerate([9.0, 7.0, 8.0])
+    ]
+    (summary,) = speed.summarise(records)
+    assert summary["settle_median_ms"] == 8.0 and summary["median_ms"] == 2.5
+    assert summary["max_ms"] == 3.0
+    assert "| 2.50 | 2.00 | 8.00 |" in speed.markdown(records, [summary], "cmd")
+    for r in records:
+        del r["settle_ms"]  # a run without settle calls (--settle=0, or an older log)
+    (summary,) = speed.summarise(records)
+    assert summary["settle_median_ms"] is None
+    assert "| 2.50 | 2.00 | — |" in speed.markdown(records, [summary], "cmd")
