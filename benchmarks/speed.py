@@ -27,9 +27,8 @@ call's freshly mapped buffers are faulted in by the host as well: ~100 ms in a
 jaxseq LSTM train step at D. A training loop's back-to-back steps do not pay it.
 Turns of one task are seconds apart at most, so a ratio taken within a round sees
 one state of the shared machine, and many short rounds spread its drift evenly over
-every implementation. A `matmul`
-worker takes a turn at the start of every round and measures this machine's dense
-float32 rate (2048² @ 2048², JAX).
+every implementation. A `matmul` worker takes a turn at the start of every round
+and measures this machine's dense float32 rate (2048² @ 2048², JAX).
 Reported per (cell, mode, shape, impl), over all rounds' timed steps:
   median and fastest ms per step; the median of the turns' settle calls;
   compile s: `jax.jit(f).lower(...).compile()`;
@@ -39,7 +38,9 @@ Reported per (cell, mode, shape, impl), over all rounds' timed steps:
     thread, and one tile per thread) is outside XLA's buffers and not counted;
   GFLOP/s from the analytic count: forward ≈ 2·T·B·(D+H)·G·H (G = 4 for LSTM,
     3 for GRU; elementwise work ignored), train step ≈ 3× forward;
-  % of the matmul rate measured in the same run;
+  % of the matmul rate measured in the same run, and paired
+    (`matmul_fraction_paired`: median and middle half over rounds of each turn's
+    GFLOP/s over the rate of the matmul turn that opened its round);
   speedup vs the fastest anchor (the fastest non-jaxseq implementation in the
     same run): its median ÷ this median, so > 1 means faster than every anchor;
     and the same ratio within each round (`speedup_per_round`), summarised as
@@ -328,6 +329,10 @@ def summarise(records: list[dict]) -> list[dict]:
     """One summary per (cell, mode, shape, impl), pooling the timed steps of every round."""
     rates = [r["gflops"] for r in records if r["kind"] == "matmul"]
     matmul_gflops = statistics.median(rates) if rates else None
+    # the matmul turn that opened each (shape, round): the rate a turn is paired with
+    round_rates = {
+        (r.get("shape"), r.get("round")): r["gflops"] for r in records if r["kind"] == "matmul"
+    }
     groups = {}
     for r in records:
         if r["kind"] == "turn":
@@ -350,6 +355,15 @@ def summarise(records: list[dict]) -> list[dict]:
             | dict(peak_bytes=turns[0]["peak_bytes"], gflops=gflops)
             | dict(matmul_gflops=matmul_gflops)
             | dict(matmul_fraction=gflops / matmul_gflops if matmul_gflops else None)
+            | dict(
+                matmul_fraction_paired=_spread(
+                    [
+                        turns[0]["flops"] / (r["median_ms"] * 1e6) / round_rates[key]
+                        for r in turns
+                        if (key := (shape, r.get("round"))) in round_rates
+                    ]
+                )
+            )
         )
     for s in summaries:
         anchors = [
@@ -380,6 +394,14 @@ def _spread(values: list[float] | None) -> dict | None:
         return None
     low, median, high = statistics.quantiles(values, n=4, method="inclusive")
     return dict(median=median, q1=low, q3=high, n=len(values))
+
+
+def _fraction(summary: dict) -> str:
+    """% of the matmul rate: pooled medians, and the median over rounds of each turn's
+    rate over its own round's matmul rate (the two are seconds apart)."""
+    text = _fmt(summary["matmul_fraction"], ".0f", 100)
+    paired = summary.get("matmul_fraction_paired")
+    return text + (f" (paired {100 * paired['median']:.0f})" if paired else "")
 
 
 def _fmt(value, spec: str, scale: float = 1.0) -> str:
@@ -429,7 +451,7 @@ def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
             f"| {s['impl']} | {s['median_ms']:.2f} | {s['min_ms']:.2f} "
             f"| {_fmt(s.get('settle_median_ms'), '.2f')} "
             f"| {_fmt(s['compile_s'], '.2f')} | {workers.mib(s['peak_bytes'])} "
-            f"| {s['gflops']:.1f} | {_fmt(s['matmul_fraction'], '.0f', 100)} | {speedup} |"
+            f"| {s['gflops']:.1f} | {_fraction(s)} | {speedup} |"
         )
     lines += [
         "",
@@ -440,7 +462,10 @@ def markdown(records: list[dict], summaries: list[dict], command: str) -> str:
         "forward 2·T·B·(D+H)·G·H (G = 4 LSTM, 3 GRU), train 3× forward. Speedup: the fastest "
         "non-jaxseq implementation's median ÷ this median (> 1: faster than every anchor); "
         "paired: the median over rounds of that ratio taken within one round (the two "
-        "turns back to back), and in brackets the middle half (25th–75th percentile).",
+        "turns back to back), and in brackets the middle half (25th–75th percentile). "
+        "% matmul: GFLOP/s at the median over the matmul's median rate; paired: the "
+        "median over rounds of each turn's rate over that of the matmul turn which opened "
+        "its round.",
     ]
     notes = {(r["kind"], r["impl"], r.get("skipped") or r.get("error")): 0 for r in records}
     lines += [f"\n{k}: {impl}: {why}" for k, impl, why in notes if k in ("skipped", "error")]

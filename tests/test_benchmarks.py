@@ -283,3 +283,26 @@ def test_settle_calls_are_timed_apart_from_the_steps():
     (summary,) = speed.summarise(records)
     assert summary["settle_median_ms"] is None
     assert "| 2.50 | 2.00 | — |" in speed.markdown(records, [summary], "cmd")
+
+
+def test_matmul_fraction_pairs_each_turn_with_its_rounds_matmul():
+    """Pure `summarise`: round r's turn over round r's matmul rate, not the pooled one."""
+    shape = dict(cell="lstm", mode="train", shape="A", T=1, B=1, D=1, H=8, flops=1e6)
+    rates, medians = [100.0, 50.0, 80.0], [0.02, 0.04, 0.05]  # GFLOP/s; ms: 50, 25, 20 GFLOP/s
+    records = [
+        dict(kind="matmul", impl="matmul", shape="A", round=i, gflops=g, matmul_size=64)
+        for i, g in enumerate(rates)
+    ] + [
+        shape
+        | dict(kind="turn", impl="jaxseq", round=i, times_ms=[m], median_ms=m)
+        | dict(compile_s=None, peak_bytes=None, version="0")
+        for i, m in enumerate(medians)
+    ]
+    (summary,) = speed.summarise(records)
+    assert summary["matmul_fraction"] == pytest.approx(25.0 / 80.0)  # pooled medians
+    paired = summary["matmul_fraction_paired"]  # 0.5, 0.5, 0.25 per round
+    assert paired == pytest.approx(dict(median=0.5, q1=0.375, q3=0.5, n=3))
+    assert "| 31 (paired 50) |" in speed.markdown(records, [summary], "cmd")
+    records = [r for r in records if r["kind"] != "matmul" or r["round"] != 1]
+    (summary,) = speed.summarise(records)  # round 1 lost its matmul: paired over 0 and 2
+    assert summary["matmul_fraction_paired"]["n"] == 2
