@@ -261,21 +261,6 @@ def test_layout_and_hoisting_microbenchmarks_run():
     assert set(grad_layout.main(6, 3, 8)) == {"transposed_operands", "xh_transposed"}
 
 
-def test_thread_split_microbenchmark_runs(monkeypatch):
-    """Tiny shape, 9 rows over 2 threads: both splits traced (checked inside, by the
-    kernel's `units` attribute) and equal; the rule's bounds are left as they were."""
-    from benchmarks import thread_split
-    from jaxseq import native
-
-    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", "2")
-    monkeypatch.setattr(thread_split, "alternate", lambda compiled, args: dict.fromkeys(compiled))
-    bounds = native.UNIT_SPLIT_WEIGHTS_BYTES, native.UNIT_SPLIT_ROWS_BYTES
-    results = thread_split.main(3, 9, 3, 16)
-    assert set(results) == {(c, m) for c in ("lstm", "gru") for m in ("forward", "train")}
-    assert all(set(r) == {"rows", "units"} for r in results.values())
-    assert (native.UNIT_SPLIT_WEIGHTS_BYTES, native.UNIT_SPLIT_ROWS_BYTES) == bounds
-
-
 def test_settle_calls_are_timed_apart_from_the_steps():
     """Pure `timed` and `summarise`: a slow first call of each turn stays out of the median."""
     durations = iter([0.03, 0.0, 0.0, 0.0])
