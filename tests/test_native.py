@@ -484,65 +484,6 @@ def test_layout_choices_reject_bad_arguments(function, args, message):
         function(*args)
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (("peephole", 9, 3, 16), r"kind must be one of \('elman', 'lstm', 'gru'\), got 'peephole'"),
-        (("lstm", 0, 3, 16), "B must be a positive integer, got 0"),
-        (("lstm", 9, True, 16), "D must be a positive integer, got True"),
-        (("gru", 9, 3, 2.5), "H must be a positive integer, got 2.5"),
-    ],
-)
-def test_split_units_rejects_bad_arguments(args, message):
-    with pytest.raises(ValueError, match=message):
-        native.split_units(*args)
-
-
-def test_split_units_where_weights_are_large_and_rows_small(monkeypatch):
-    """The rule at the shapes it was measured on, with a 1 MiB L2's bounds."""
-    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", "2")
-    monkeypatch.setattr(native, "UNIT_SPLIT_WEIGHTS_BYTES", 4 << 20)
-    monkeypatch.setattr(native, "UNIT_SPLIT_ROWS_BYTES", 1 << 20)
-    split = {  # (B, D, H): LSTM, GRU
-        (256, 256, 512): (True, True),  # weights 6 / 4.5 MiB per thread, rows 768 KiB
-        (128, 256, 384): (False, False),  # 3.75 / 2.8 MiB
-        (512, 256, 512): (False, False),  # rows 1.5 MiB
-        (64, 128, 256): (False, False),  # 1.5 / 1.1 MiB
-    }
-    for (batch, features, hidden), expected in split.items():
-        actual = tuple(native.split_units(k, batch, features, hidden) for k in ("lstm", "gru"))
-        assert actual == expected, (batch, features, hidden)
-    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", "1")
-    assert not native.split_units("lstm", 256, 256, 512)
-
-
-def test_forward_split_by_units_where_split_units_says(monkeypatch):
-    """9 rows over 2 threads would split by rows (4 + 5); `split_units` has the forward
-    kernel split 16 units 8 + 8 instead. Forward-only and under `grad` (saving the
-    residuals, which the row-split backward kernel reads): NumPy's loop and autodiff's
-    values."""
-    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", "2")
-    monkeypatch.setattr(native, "UNIT_SPLIT_WEIGHTS_BYTES", 0)
-    monkeypatch.setattr(native, "UNIT_SPLIT_ROWS_BYTES", 10**9)
-    hidden, batch = 16, 9
-    assert all(native.split_units(name, batch, D, hidden) for name in NAMES)
-    inputs, lengths = _inputs(hidden, (batch,)), _lengths((batch,))
-    forward = _native_forward.__wrapped__(hidden, (batch,))  # traced under the patch
-    assert "units = 1 : i64" in forward.lower(inputs, lengths).as_text()
-    outputs = forward(inputs, lengths)
-    labels = ("plain", "lengths_reverse")
-    lowered = jax.jit(_grads_function(hidden, labels, **NATIVE)).lower(inputs, lengths)
-    assert "units = 1 : i64" in lowered.as_text()
-    actual = lowered.compile()(inputs, lengths)
-    expected = _autodiff_grads(hidden, (batch,), labels)
-    for name in NAMES:
-        for label in OPTIONS:
-            _assert_matches_reference(name, outputs[name, label], inputs, lengths, label)
-        for label in labels:
-            _assert_matches_reference(name, actual[name, label][0], inputs, lengths, label)
-            _assert_grads_close(actual[name, label][1], expected[name, label][1])
-
-
 def test_bad_grad_chunk_rows_is_named(monkeypatch):
     monkeypatch.setattr(native, "GRAD_CHUNK_ROWS", 0)
     params, xs, carry, weights = _inputs(H, (B,))["lstm"]

@@ -8,9 +8,9 @@ with one hand-written kernel per direction (`rnn_cpu.cc`) instead of a
 - forward: each step's `x_t W + h_{t-1} U`, the gates, the state and the output
   in one pass over a tile that stays in cache (a 12×32 AVX-512 micro-kernel where
   the CPU has AVX-512F, else a 6×16 AVX2/FMA one, over weights packed once per
-  call), split over threads by batch row, or by hidden unit with one barrier
-  per step (small batches, and `split_units`; the helper threads start once per
-  process and wait between calls);
+  call), split over threads by batch row, or by hidden
+  unit with one barrier per step (the helper threads start once per process and
+  wait between calls);
 - backward: a reverse loop that computes the gates' pre-activation gradients
   ∂z_t and ∂h_{t-1} = ∂z_t Uᵀ. Where the weight gradients are small enough to stay
   in cache (`grads_in_kernel`), it also adds x_tᵀ∂z_t, h_{t-1}ᵀ∂z_t and ∂z_t to
@@ -261,45 +261,6 @@ def xh_transposed(kind: str, D: int, H: int) -> bool:
     return not grads_in_kernel(kind, D, H) and kind != "gru"
 
 
-# The forward kernel splits its threads by hidden unit, though the batch would split
-# (`split_units`), where a batch split would give each thread packed weights of at
-# least UNIT_SPLIT_WEIGHTS_BYTES and all B rows of [x_t | h_{t-1}] fit in
-# UNIT_SPLIT_ROWS_BYTES: each thread then streams half the weights every step and
-# reads rows that both share. Measured in one process at a time, turn about (the
-# forward pass; 2 threads; Zen 5, 1 MiB L2): at (T, B, D, H) = (50, 256, 256, 512)
-# (LSTM 6 MiB, GRU 4.5 MiB of weights per thread under a batch split, rows 768 KiB)
-# the unit split took LSTM 88-111 against 89-117 ms and GRU 65-75 against 67-92 ms
-# over 6-7 pairs; level at (50, 128, 256, 384) (3.75 and 2.8 MiB) and at
-# (50, 512, 256, 512) (rows 1.5 MiB); slower at (100, 64, 128, 256) (1.5 MiB).
-UNIT_SPLIT_WEIGHTS_BYTES = 4 * l2_bytes()
-UNIT_SPLIT_ROWS_BYTES = l2_bytes()
-
-
-def split_units(kind: str, B: int, D: int, H: int) -> bool:
-    """Whether the forward kernel splits its threads by hidden unit where each thread
-    could have taken 4 or more batch rows (see `UNIT_SPLIT_WEIGHTS_BYTES`).
-
-    Args:
-      kind: the kernel's cell, one of `CELLS` ("elman", "lstm", "gru").
-      B: batch rows, a positive integer.
-      D: input features, a positive integer.
-      H: hidden units, a positive integer.
-    """
-    if kind not in CELLS:
-        raise ValueError(f"kind must be one of {tuple(CELLS)}, got {kind!r}")
-    for name, value in (("B", B), ("D", D), ("H", H)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    weights = 4 * (D + H) * _GATES[kind] * H
-    rows = 4 * B * (D + H)
-    return (
-        threads() > 1
-        and H >= 16
-        and weights >= UNIT_SPLIT_WEIGHTS_BYTES
-        and rows <= UNIT_SPLIT_ROWS_BYTES
-    )
-
-
 def _forward_call(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save: bool):
     T, B, D = x.shape
     H = w_h.shape[0]
@@ -309,16 +270,8 @@ def _forward_call(kind, reverse, w_x, b, w_h, b_hn, x, h0, c0, valid, save: bool
     saved = [(T, B, _ACTS[kind] * H), hprev, (T, B, H) if kind != "elman" else (0,)]
     outs = [(T, B, H), (B, H), (B, H), *(saved if save else [(0,)] * 3)]
     args = (x, w_x, b, w_h, b_hn, h0, c0, valid)
-    units = B > 0 and D > 0 and split_units(kind, B, D, H)
     return _call(
-        "forward",
-        outs,
-        *args,
-        cell=kind,
-        reverse=reverse,
-        masked=valid.size > 0,
-        xh_t=transposed,
-        units=units,
+        "forward", outs, *args, cell=kind, reverse=reverse, masked=valid.size > 0, xh_t=transposed
     )
 
 

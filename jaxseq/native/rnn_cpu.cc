@@ -11,8 +11,7 @@
 //             weight and bias gradients (x_t^T dz_t, h_{t-1}^T dz_t, dz_t) while
 //             dz_t is in cache; the input gradient dz W^T is left to XLA.
 // Work is split over threads by batch row where each thread gets 4 rows or more
-// (the threads then never meet) and the caller does not ask for the forward pass
-// by unit (`units`, from `jaxseq.native.split_units`), else by hidden unit: thread k owns units
+// (the threads then never meet), else by hidden unit: thread k owns units
 // [j0_k, j1_k) of every gate, so a step's nonlinearities need no exchange, and
 // the threads meet at one barrier per step (after which h_t, or dz_t, is
 // complete for everyone's next product). The helper threads persist between calls
@@ -362,13 +361,12 @@ struct Part {
 };
 
 // Splits the batch over threads where each gets at least 4 rows (the threads then
-// never wait for each other), else, or where `units` asks for it, the hidden units
-// in blocks of 8 (one barrier per step). `shared` says whether the parts must meet
-// at every step.
-std::vector<Part> partition(int B, int H, int threads, bool& shared, bool units = false) {
+// never wait for each other), else the hidden units in blocks of 8 (one barrier
+// per step). `shared` says whether the parts must meet at every step.
+std::vector<Part> partition(int B, int H, int threads, bool& shared) {
   std::vector<Part> parts;
   threads = std::max(1, threads);
-  if (H / 8 < 2 || (!units && B >= 4 * threads)) {
+  if (B >= 4 * threads || H / 8 < 2) {
     threads = std::max(1, std::min(threads, B / 4));
     for (int k = 0; k < threads; ++k) parts.push_back({B * k / threads, B * (k + 1) / threads, 0, H});
     shared = false;
@@ -847,7 +845,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi:
                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_hn,
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
                        ffi::Buffer<ffi::PRED> valid, int64_t cell, int64_t reverse, int64_t threads,
-                       int64_t masked, int64_t wide, int64_t xh_t, int64_t units,
+                       int64_t masked, int64_t wide, int64_t xh_t,
                        ffi::ResultBuffer<ffi::F32> ys,
                        ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> cT,
                        ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> hprev,
@@ -888,7 +886,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi:
     return ffi::Error::Success();
   }
   bool shared = false;
-  const auto parts = partition(s.B, s.H, static_cast<int>(threads), shared, units != 0);
+  const auto parts = partition(s.B, s.H, static_cast<int>(threads), shared);
   std::vector<float> h_buf(2 * static_cast<size_t>(s.B) * s.H);
   run_threads(parts, shared, [&](const Part& part, Barrier& barrier, bool& sense) {
     forward_thread(f, part, h_buf, barrier, sense);
@@ -991,7 +989,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxseqRnnForward, ForwardImpl,
                                   .Attr<int64_t>("masked")
                                   .Attr<int64_t>("wide")
                                   .Attr<int64_t>("xh_t")
-                                  .Attr<int64_t>("units")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
