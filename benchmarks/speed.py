@@ -123,7 +123,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--malloc_thresholds",
         action="store_true",
-        help="raise glibc's mmap/trim thresholds in the workers (PERF_NOTES.md, lesson 3)",
+        help="glibc keeps freed memory in the workers: mmap/trim thresholds raised, one "
+        "arena (KEEP_FREED_MEMORY; PERF_NOTES.md, lesson 3)",
     )
     parser.add_argument("--tiny", action="store_true", help="T=5 B=2 D=3 H=4, 1 round, 2 steps")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "SHAPE"), help=argparse.SUPPRESS)
@@ -268,14 +269,23 @@ def _turn(worker_: Worker, task: int, round_: int, args) -> dict:
     return result
 
 
+# glibc settings under which a process keeps the memory it frees: no block is mapped
+# afresh and unmapped (thresholds above any buffer here), and one arena, since an
+# arena of another thread still maps a block larger than its heap (64 MiB) afresh
+# whatever the threshold; XLA's temporary buffer is allocated on its own threads.
+KEEP_FREED_MEMORY = {
+    "MALLOC_MMAP_THRESHOLD_": "1000000000",
+    "MALLOC_TRIM_THRESHOLD_": "1000000000",
+    "MALLOC_ARENA_MAX": "1",
+}
+
+
 def _take_turns(args, argv: list[str]) -> list[dict]:
     """Paired turns: for each shape, every implementation's worker is started once; then
     in each round the matmul takes a turn, and for each task (cell × mode) every
     implementation takes a turn of `--steps` calls, back to back, in an order that
     rotates from round to round."""
-    env = dict(os.environ)
-    if args.malloc_thresholds:
-        env |= {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+    env = dict(os.environ) | (KEEP_FREED_MEMORY if args.malloc_thresholds else {})
     records, impls = [], []
     for impl in _names(args.impls):
         module = "jaxseq" if impl in JAXSEQ_VARIANTS else ANCHORS[impl]

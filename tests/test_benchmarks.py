@@ -306,3 +306,22 @@ def test_matmul_fraction_pairs_each_turn_with_its_rounds_matmul():
     records = [r for r in records if r["kind"] != "matmul" or r["round"] != 1]
     (summary,) = speed.summarise(records)  # round 1 lost its matmul: paired over 0 and 2
     assert summary["matmul_fraction_paired"]["n"] == 2
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_malloc_thresholds_keep_freed_memory_in_every_worker(flag, monkeypatch):
+    """`--malloc_thresholds` hands every worker (matmul, each implementation) glibc's
+    settings that keep freed memory mapped; without it, the parent's environment."""
+    envs = []
+    monkeypatch.setattr(
+        speed, "_start", lambda impls, shape, argv, env, records: envs.append(env) or []
+    )
+    for key in speed.KEEP_FREED_MEMORY:
+        monkeypatch.delenv(key, raising=False)
+    argv = ["--shapes=A", "--impls=jaxseq", "--rounds=1"] + ["--malloc_thresholds"] * flag
+    speed._take_turns(speed.parse_args(argv), argv)
+    assert len(envs) == 2  # the matmul worker, then shape A's
+    for env in envs:
+        assert (env.get("MALLOC_ARENA_MAX") == "1") == flag
+        assert (env.get("MALLOC_MMAP_THRESHOLD_") == "1000000000") == flag
+        assert (env.get("MALLOC_TRIM_THRESHOLD_") == "1000000000") == flag
