@@ -44,9 +44,9 @@ def timed(fn, steps: int, settle: int = 0) -> dict:
         start = time.perf_counter()
         fn()
         times.append(1e3 * (time.perf_counter() - start))
-    settled = times[settle:]
-    return dict(times_ms=settled, median_ms=statistics.median(settled), loadavg_1min=load) | dict(
-        settle_ms=times[:settle]
+    settle_ms, times = times[:settle], times[settle:]
+    return dict(
+        times_ms=times, median_ms=statistics.median(times), settle_ms=settle_ms, loadavg_1min=load
     )
 
 

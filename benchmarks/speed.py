@@ -23,8 +23,9 @@ a turn (default 1) are timed apart from the rest: a process that has sat idle fo
 seconds while the others took their turns pays in its first call for whatever its
 memory lost meanwhile. On the development VM that is mostly the host taking back
 freed memory (virtio-balloon free page reporting, after ~2 s), so that the first
-call's freshly mapped buffers are faulted in by the host as well: ~100 ms in a
-jaxseq LSTM train step at D. A training loop's back-to-back steps do not pay it.
+call's freshly mapped buffers are faulted in by the host as well: 45-105 ms more
+in a jaxseq LSTM train step at D (README, "Speed"). A training loop's back-to-back
+steps do not pay it.
 Turns of one task are seconds apart at most, so a ratio taken within a round sees
 one state of the shared machine, and many short rounds spread its drift evenly over
 every implementation. A `matmul` worker takes a turn at the start of every round
@@ -283,8 +284,8 @@ KEEP_FREED_MEMORY = {
 def _take_turns(args, argv: list[str]) -> list[dict]:
     """Paired turns: for each shape, every implementation's worker is started once; then
     in each round the matmul takes a turn, and for each task (cell × mode) every
-    implementation takes a turn of `--steps` calls, back to back, in an order that
-    rotates from round to round."""
+    implementation takes a turn of `--settle` + `--steps` calls, back to back, in an
+    order that rotates from round to round."""
     env = dict(os.environ) | (KEEP_FREED_MEMORY if args.malloc_thresholds else {})
     records, impls = [], []
     for impl in _names(args.impls):
