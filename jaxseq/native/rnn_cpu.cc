@@ -20,7 +20,7 @@
 // The matrix products use a register-blocked micro-kernel, 12x32 AVX-512 where the
 // CPU has it (and the caller asks: `wide`), else 6x16 AVX2/FMA, over weights
 // packed once per call into column panels (the BLIS layout). The gates' arithmetic
-// is AVX2 either way.
+// runs 16 lanes wide with the AVX-512 kernel, else 8 (AVX2): the same operations.
 // Steps past a sequence's length (valid[t, b] false) keep the carry and emit
 // zeros, as jaxseq.unroll does.
 
@@ -52,63 +52,128 @@ constexpr int kElman = 0;
 constexpr int kLstm = 1;
 constexpr int kGru = 2;
 
-// ---------------------------------------------------------------- math (AVX2)
+// ----------------------------------------------------------------------- math
 
-inline __m256 v_exp(__m256 x) {  // Cephes expf, ~1 ulp on [-88, 88]
-  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-  x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
-  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
-  fx = _mm256_floor_ps(fx);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-  __m256i n = _mm256_cvtps_epi32(fx);
-  n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+#define JAXSEQ_AVX512 __attribute__((target("avx512f")))
+#define JAXSEQ_INLINE __attribute__((always_inline)) inline
+
+// The gates' arithmetic is written once over a vector type: V8 (AVX2, 8 lanes) and,
+// in calls that use the AVX-512 micro-kernel, V16 (16 lanes: half the instructions
+// per unit; the LSTM forward pass at (T, B, D, H) = (100, 32, 32, 128) spent ~14%
+// of its time in its gates' exp and tanh with V8 alone). A loop over units runs V16
+// over the multiples of 16 and V8 over the rest (n is a multiple of 8), inside a
+// function with the AVX-512 target and `flatten`, which inlines V16's members
+// (GCC will not inline an AVX-512 function into a template compiled for AVX2).
+struct V8 {
+  using T = __m256;
+  static constexpr int kLanes = 8;
+  static JAXSEQ_INLINE T load(const float* p) { return _mm256_loadu_ps(p); }
+  static JAXSEQ_INLINE void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static JAXSEQ_INLINE T set1(float x) { return _mm256_set1_ps(x); }
+  static JAXSEQ_INLINE T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static JAXSEQ_INLINE T sub(T a, T b) { return _mm256_sub_ps(a, b); }
+  static JAXSEQ_INLINE T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  static JAXSEQ_INLINE T div(T a, T b) { return _mm256_div_ps(a, b); }
+  static JAXSEQ_INLINE T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }    // a b + c
+  static JAXSEQ_INLINE T fnmadd(T a, T b, T c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a b
+  static JAXSEQ_INLINE T min(T a, T b) { return _mm256_min_ps(a, b); }
+  static JAXSEQ_INLINE T max(T a, T b) { return _mm256_max_ps(a, b); }
+  static JAXSEQ_INLINE T floor(T a) { return _mm256_floor_ps(a); }
+  static JAXSEQ_INLINE T ldexp(T y, T n) {  // y 2^n, n integral and in range
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  }
+};
+
+struct V16 {
+  using T = __m512;
+  static constexpr int kLanes = 16;
+  JAXSEQ_AVX512 static T load(const float* p) { return _mm512_loadu_ps(p); }
+  JAXSEQ_AVX512 static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  JAXSEQ_AVX512 static T set1(float x) { return _mm512_set1_ps(x); }
+  JAXSEQ_AVX512 static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  JAXSEQ_AVX512 static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+  JAXSEQ_AVX512 static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  // (a reciprocal estimate and a Newton step instead ran no faster on Zen 5)
+  JAXSEQ_AVX512 static T div(T a, T b) { return _mm512_div_ps(a, b); }
+  JAXSEQ_AVX512 static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  JAXSEQ_AVX512 static T fnmadd(T a, T b, T c) { return _mm512_fnmadd_ps(a, b, c); }
+  JAXSEQ_AVX512 static T min(T a, T b) { return _mm512_min_ps(a, b); }
+  JAXSEQ_AVX512 static T max(T a, T b) { return _mm512_max_ps(a, b); }
+  JAXSEQ_AVX512 static T floor(T a) {
+    return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  }
+  JAXSEQ_AVX512 static T ldexp(T y, T n) { return _mm512_scalef_ps(y, n); }
+};
+
+template <class V>
+JAXSEQ_INLINE typename V::T v_exp(typename V::T x) {  // Cephes expf, ~1 ulp on [-88, 88]
+  x = V::min(x, V::set1(88.3762626647949f));
+  x = V::max(x, V::set1(-88.3762626647949f));
+  const typename V::T fx = V::floor(V::fmadd(x, V::set1(1.44269504088896341f), V::set1(0.5f)));
+  x = V::fnmadd(fx, V::set1(0.693359375f), x);
+  x = V::fnmadd(fx, V::set1(-2.12194440e-4f), x);
+  typename V::T y = V::set1(1.9875691500E-4f);
+  y = V::fmadd(y, x, V::set1(1.3981999507E-3f));
+  y = V::fmadd(y, x, V::set1(8.3334519073E-3f));
+  y = V::fmadd(y, x, V::set1(4.1665795894E-2f));
+  y = V::fmadd(y, x, V::set1(1.6666665459E-1f));
+  y = V::fmadd(y, x, V::set1(5.0000001201E-1f));
+  y = V::fmadd(y, V::mul(x, x), V::add(x, V::set1(1.0f)));
+  return V::ldexp(y, fx);
 }
 
-inline __m256 v_sigmoid(__m256 x) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  return _mm256_div_ps(one, _mm256_add_ps(one, v_exp(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+template <class V>
+JAXSEQ_INLINE typename V::T v_sigmoid(typename V::T x) {
+  const typename V::T one = V::set1(1.0f);
+  return V::div(one, V::add(one, v_exp<V>(V::sub(V::set1(0.0f), x))));
 }
 
-inline __m256 v_tanh(__m256 x);
+template <class V>  // Eigen's rational 13/6 approximation (as XLA's CPU tanh)
+JAXSEQ_INLINE typename V::T v_tanh(typename V::T x) {
+  const typename V::T bound = V::set1(7.90531110763549805f);
+  x = V::min(V::max(x, V::sub(V::set1(0.0f), bound)), bound);
+  const typename V::T x2 = V::mul(x, x);
+  typename V::T p = V::set1(-2.76076847742355e-16f);
+  p = V::fmadd(p, x2, V::set1(2.00018790482477e-13f));
+  p = V::fmadd(p, x2, V::set1(-8.60467152213735e-11f));
+  p = V::fmadd(p, x2, V::set1(5.12229709037114e-08f));
+  p = V::fmadd(p, x2, V::set1(1.48572235717979e-05f));
+  p = V::fmadd(p, x2, V::set1(6.37261928875436e-04f));
+  p = V::fmadd(p, x2, V::set1(4.89352455891786e-03f));
+  p = V::mul(p, x);
+  typename V::T q = V::set1(1.19825839466702e-06f);
+  q = V::fmadd(q, x2, V::set1(1.18534705686654e-04f));
+  q = V::fmadd(q, x2, V::set1(2.26843463243900e-03f));
+  q = V::fmadd(q, x2, V::set1(4.89352518554385e-03f));
+  return V::div(p, q);
+}
 
-// z[0:n) = act(z + bias (+ other)), in place. One short loop per gate block keeps
+// z[jj0:jj1) = act(z + bias (+ other)), in place. One short loop per gate block keeps
 // many independent vectors in flight (a loop over all gates of a unit at once is
 // bound by the latency of its exp -> divide -> tanh chain).
-template <bool kSigmoid>
-inline void activate(float* z, const float* bias, const float* other, int n) {
-  for (int jj = 0; jj < n; jj += 8) {
-    __m256 v = _mm256_add_ps(_mm256_loadu_ps(z + jj), _mm256_loadu_ps(bias + jj));
-    if (other) v = _mm256_add_ps(v, _mm256_loadu_ps(other + jj));
-    _mm256_storeu_ps(z + jj, kSigmoid ? v_sigmoid(v) : v_tanh(v));
+template <class V, bool kSigmoid>
+JAXSEQ_INLINE void activate(float* z, const float* bias, const float* other, int jj0, int jj1) {
+  for (int jj = jj0; jj < jj1; jj += V::kLanes) {
+    typename V::T v = V::add(V::load(z + jj), V::load(bias + jj));
+    if (other) v = V::add(v, V::load(other + jj));
+    V::store(z + jj, kSigmoid ? v_sigmoid<V>(v) : v_tanh<V>(v));
   }
 }
 
-inline __m256 v_tanh(__m256 x) {  // Eigen's rational 13/6 approximation (as XLA's CPU tanh)
-  const __m256 bound = _mm256_set1_ps(7.90531110763549805f);
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_sub_ps(_mm256_setzero_ps(), bound)), bound);
-  const __m256 x2 = _mm256_mul_ps(x, x);
-  __m256 p = _mm256_set1_ps(-2.76076847742355e-16f);
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
-  p = _mm256_mul_ps(p, x);
-  __m256 q = _mm256_set1_ps(1.19825839466702e-06f);
-  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
-  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
-  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
-  return _mm256_div_ps(p, q);
+// Runs body.run<V>(jj0, jj1) over units [0, n): V16 over the multiples of 16 and V8
+// over the rest where `wide`, else V8 throughout.
+template <class Body>
+JAXSEQ_AVX512 __attribute__((flatten)) void over_units16(const Body& body, int n) {
+  const int n16 = n & ~15;
+  body.template run<V16>(0, n16);
+  body.template run<V8>(n16, n);
+}
+
+template <class Body>
+void over_units(bool wide, const Body& body, int n) {
+  if (wide) return over_units16(body, n);
+  body.template run<V8>(0, n);
 }
 
 // ------------------------------------------------------------ packed products
@@ -118,8 +183,6 @@ inline __m256 v_tanh(__m256 x) {  // Eigen's rational 13/6 approximation (as XLA
 // per row: twice the FMA width, and 24 accumulators to hide its latency). On a
 // 2-vCPU Xeon with AVX-512 the AVX2 kernel reached 179 GFLOP/s at (T, B, D, H) =
 // (50, 256, 256, 512), PyTorch's oneDNN 282 (README, "Speed").
-#define JAXSEQ_AVX512 __attribute__((target("avx512f")))
-
 // B's column panels are this wide (the last one narrower: N mod the width, a multiple of 8).
 inline int panel_width(bool wide) { return wide ? 32 : 16; }
 
@@ -524,6 +587,67 @@ struct Forward {
   bool xh_t = false;
 };
 
+// One batch row's gates and state update at a thread's units, every pointer at its
+// first unit j0: z, the row's pre-activations for those units, gate-major (gate g's at
+// z + g n; GRU: zr, those of h U, the reset gate's product apart); c, the thread's
+// LSTM cell state, updated in place; hp and hn, h_{t-1} and h_t; y the output; act
+// and extra the residuals (null when not saved; LSTM's extra is written before).
+struct ForwardUnits {
+  int cell, n, H;
+  float* z;
+  const float *zr, *b, *b_hn, *hp;
+  float *c, *hn, *y, *act, *extra;
+
+  template <class V>
+  JAXSEQ_INLINE void run(int jj0, int jj1) const {
+    using T = typename V::T;
+    if (cell == kElman) {
+      activate<V, false>(z, b, nullptr, jj0, jj1);
+    } else if (cell == kLstm) {
+      activate<V, true>(z, b, nullptr, jj0, jj1);
+      activate<V, true>(z + n, b + H, nullptr, jj0, jj1);
+      activate<V, false>(z + 2 * n, b + 2 * H, nullptr, jj0, jj1);
+      activate<V, true>(z + 3 * n, b + 3 * H, nullptr, jj0, jj1);
+    } else {
+      activate<V, true>(z, b, zr, jj0, jj1);
+      activate<V, true>(z + n, b + H, zr + n, jj0, jj1);
+    }
+    const T one = V::set1(1.0f);
+    for (int jj = jj0; jj < jj1; jj += V::kLanes) {
+      T h;
+      if (cell == kElman) {
+        h = V::load(z + jj);
+        if (act) V::store(act + jj, h);
+      } else if (cell == kLstm) {
+        const T i = V::load(z + jj), fg = V::load(z + n + jj);
+        const T g = V::load(z + 2 * n + jj), o = V::load(z + 3 * n + jj);
+        const T ct = V::fmadd(fg, V::load(c + jj), V::mul(i, g));
+        V::store(c + jj, ct);
+        h = V::mul(o, v_tanh<V>(ct));
+        if (act) {
+          V::store(act + jj, i);
+          V::store(act + H + jj, fg);
+          V::store(act + 2 * H + jj, g);
+          V::store(act + 3 * H + jj, o);
+        }
+      } else {  // GRU, reset after the product: n = tanh(x_n + r * (h U_n + b_hn))
+        const T r = V::load(z + jj), u = V::load(z + n + jj);
+        const T hh = V::add(V::load(zr + 2 * n + jj), V::load(b_hn + jj));
+        const T cand = v_tanh<V>(V::fmadd(r, hh, V::add(V::load(z + 2 * n + jj), V::load(b + 2 * H + jj))));
+        h = V::fmadd(V::sub(one, u), cand, V::mul(u, V::load(hp + jj)));
+        if (act) {
+          V::store(act + jj, r);
+          V::store(act + H + jj, u);
+          V::store(act + 2 * H + jj, cand);
+          V::store(extra + jj, hh);
+        }
+      }
+      V::store(hn + jj, h);
+      V::store(y + jj, h);
+    }
+  }
+};
+
 void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_buf,
                     Barrier& barrier, bool& sense) {
   const int j0 = part.j0, j1 = part.j1, b0 = part.b0, b1 = part.b1, M = b1 - b0;
@@ -547,7 +671,6 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
   for (int b = b0; b < b1; ++b)
     std::memcpy(h_cur + b * H + j0, f.h0 + b * H + j0, n * sizeof(float));
   barrier.wait(sense);
-  const __m256 one = _mm256_set1_ps(1.0f);
 
   for (int step = 0; step < T; ++step) {
     const int t = f.reverse ? T - 1 - step : step;
@@ -585,58 +708,12 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
         if (extra && f.cell == kGru) std::memset(extra + j0, 0, n * sizeof(float));
         continue;
       }
-      float* z = &zx[(b - b0) * N];
-      const float* zr = f.cell == kGru ? &zh[(b - b0) * N] : nullptr;
-      if (f.cell == kElman) {
-        activate<false>(z, f.b + j0, nullptr, n);
-      } else if (f.cell == kLstm) {
-        activate<true>(z, f.b + j0, nullptr, 2 * n == 2 * H ? 2 * n : n);
-        if (n != H) activate<true>(z + n, f.b + H + j0, nullptr, n);
-        activate<false>(z + 2 * n, f.b + 2 * H + j0, nullptr, n);
-        activate<true>(z + 3 * n, f.b + 3 * H + j0, nullptr, n);
-      } else {
-        activate<true>(z, f.b + j0, zr, n == H ? 2 * n : n);
-        if (n != H) activate<true>(z + n, f.b + H + j0, zr + n, n);
-      }
-      for (int jj = 0; jj < n; jj += 8) {
-        const int j = j0 + jj;
-        if (f.cell == kElman) {
-          __m256 h = _mm256_loadu_ps(z + jj);
-          _mm256_storeu_ps(hn + j, h);
-          _mm256_storeu_ps(y + j, h);
-          if (act) _mm256_storeu_ps(act + j, h);
-        } else if (f.cell == kLstm) {
-          __m256 i = _mm256_loadu_ps(z + jj), fg = _mm256_loadu_ps(z + n + jj);
-          __m256 g = _mm256_loadu_ps(z + 2 * n + jj), o = _mm256_loadu_ps(z + 3 * n + jj);
-          float* cc = &c[(b - b0) * n + jj];
-          __m256 ct = _mm256_fmadd_ps(fg, _mm256_loadu_ps(cc), _mm256_mul_ps(i, g));
-          _mm256_storeu_ps(cc, ct);
-          __m256 h = _mm256_mul_ps(o, v_tanh(ct));
-          _mm256_storeu_ps(hn + j, h);
-          _mm256_storeu_ps(y + j, h);
-          if (act) {
-            _mm256_storeu_ps(act + j, i);
-            _mm256_storeu_ps(act + H + j, fg);
-            _mm256_storeu_ps(act + 2 * H + j, g);
-            _mm256_storeu_ps(act + 3 * H + j, o);
-          }
-        } else {  // GRU, reset after the product: n = tanh(x_n + r * (h U_n + b_hn))
-          __m256 r = _mm256_loadu_ps(z + jj), u = _mm256_loadu_ps(z + n + jj);
-          __m256 hh = _mm256_add_ps(_mm256_loadu_ps(zr + 2 * n + jj), _mm256_loadu_ps(f.b_hn + j));
-          __m256 cand = v_tanh(_mm256_fmadd_ps(
-              r, hh, _mm256_add_ps(_mm256_loadu_ps(z + 2 * n + jj), _mm256_loadu_ps(f.b + 2 * H + j))));
-          __m256 h_old = _mm256_loadu_ps(hp + j);
-          __m256 h = _mm256_fmadd_ps(_mm256_sub_ps(one, u), cand, _mm256_mul_ps(u, h_old));
-          _mm256_storeu_ps(hn + j, h);
-          _mm256_storeu_ps(y + j, h);
-          if (act) {
-            _mm256_storeu_ps(act + j, r);
-            _mm256_storeu_ps(act + H + j, u);
-            _mm256_storeu_ps(act + 2 * H + j, cand);
-            _mm256_storeu_ps(extra + j, hh);
-          }
-        }
-      }
+      const ForwardUnits units{f.cell, n, H, &zx[(b - b0) * N],
+                               f.cell == kGru ? &zh[(b - b0) * N] : nullptr, f.b + j0,
+                               f.b_hn ? f.b_hn + j0 : nullptr, hp + j0,
+                               f.cell == kLstm ? &c[(b - b0) * n] : nullptr, hn + j0, y + j0,
+                               act ? act + j0 : nullptr, extra ? extra + j0 : nullptr};
+      over_units(f.wide, units, n);
     }
     barrier.wait(sense);  // h_next complete: every thread's next product reads all of it
     std::swap(h_cur, h_next);
@@ -704,6 +781,59 @@ void add_weight_grads(const Backward& f, const Part& part, int t0, int steps, co
   }
 }
 
+// One batch row's pre-activation gradients at a thread's units, every pointer at its
+// first unit: d = dh + dy is ∂h_t; act, extra and hp the step's residuals; dc (LSTM)
+// ∂c_t in, ∂c_{t-1} out; direct, what reaches h_{t-1} other than through U (GRU: d u).
+// dzx and dzh may alias act and extra: each vector's residuals are read before its
+// gradients are written.
+struct BackwardUnits {
+  int cell, H;
+  const float *dh, *dy, *act, *extra, *hp;
+  float *dc, *dzx, *dzh, *direct;
+
+  template <class V>
+  JAXSEQ_INLINE void run(int jj0, int jj1) const {
+    using T = typename V::T;
+    const T one = V::set1(1.0f);
+    for (int jj = jj0; jj < jj1; jj += V::kLanes) {
+      const T d = V::add(V::load(dh + jj), V::load(dy + jj));
+      T dir = V::set1(0.0f);
+      if (cell == kElman) {
+        const T h = V::load(act + jj);
+        V::store(dzx + jj, V::mul(d, V::fnmadd(h, h, one)));
+      } else if (cell == kLstm) {
+        const T i = V::load(act + jj), fg = V::load(act + H + jj);
+        const T g = V::load(act + 2 * H + jj), o = V::load(act + 3 * H + jj);
+        const T cp = V::load(extra + jj);
+        const T tc = v_tanh<V>(V::fmadd(fg, cp, V::mul(i, g)));
+        const T dct = V::fmadd(V::mul(d, o), V::fnmadd(tc, tc, one), V::load(dc + jj));
+        V::store(dc + jj, V::mul(dct, fg));
+        const T di = V::mul(dct, g), dg = V::mul(dct, i);
+        const T df = V::mul(dct, cp), dout = V::mul(d, tc);
+        V::store(dzx + jj, V::mul(di, V::mul(i, V::sub(one, i))));
+        V::store(dzx + H + jj, V::mul(df, V::mul(fg, V::sub(one, fg))));
+        V::store(dzx + 2 * H + jj, V::mul(dg, V::fnmadd(g, g, one)));
+        V::store(dzx + 3 * H + jj, V::mul(dout, V::mul(o, V::sub(one, o))));
+      } else {
+        const T r = V::load(act + jj), u = V::load(act + H + jj);
+        const T cand = V::load(act + 2 * H + jj);
+        const T hh = V::load(extra + jj);
+        const T h_old = V::load(hp + jj);
+        const T du = V::mul(d, V::sub(h_old, cand));
+        const T dn = V::mul(V::mul(d, V::sub(one, u)), V::fnmadd(cand, cand, one));
+        const T dr = V::mul(V::mul(dn, hh), V::mul(r, V::sub(one, r)));
+        const T dpu = V::mul(du, V::mul(u, V::sub(one, u)));
+        V::store(dzx + jj, dr);
+        V::store(dzx + H + jj, dpu);
+        V::store(dzx + 2 * H + jj, dn);
+        V::store(dzh + jj, V::mul(dn, r));
+        dir = V::mul(d, u);
+      }
+      V::store(direct + jj, dir);
+    }
+  }
+};
+
 void backward_thread(const Backward& f, const Part& part, const Grads& grads, Barrier& barrier,
                      bool& sense) {
   const int j0 = part.j0, j1 = part.j1, b0 = part.b0, b1 = part.b1, M = b1 - b0;
@@ -722,7 +852,6 @@ void backward_thread(const Backward& f, const Part& part, const Grads& grads, Ba
     std::memcpy(&dh[(b - b0) * n], f.dhT + b * H + j0, n * sizeof(float));
     if (f.cell == kLstm) std::memcpy(&dc[(b - b0) * n], f.dcT + b * H + j0, n * sizeof(float));
   }
-  const __m256 one = _mm256_set1_ps(1.0f);
 
   const int chunk = std::max(1, f.chunk_rows / M);
   int pending = 0;
@@ -742,50 +871,13 @@ void backward_thread(const Backward& f, const Part& part, const Grads& grads, Ba
         std::memcpy(&direct[q], &dh[q], n * sizeof(float));
         continue;
       }
-      const float* act = f.acts + (row + b) * A * H;
-      const float* dy = f.dys + (row + b) * H;
-      for (int jj = 0; jj < n; jj += 8) {
-        const int j = j0 + jj;
-        const __m256 d = _mm256_add_ps(_mm256_loadu_ps(&dh[q + jj]), _mm256_loadu_ps(dy + j));
-        if (f.cell == kElman) {
-          const __m256 h = _mm256_loadu_ps(act + j);
-          _mm256_storeu_ps(dzx + j, _mm256_mul_ps(d, _mm256_fnmadd_ps(h, h, one)));
-          _mm256_storeu_ps(&direct[q + jj], _mm256_setzero_ps());
-        } else if (f.cell == kLstm) {
-          const __m256 i = _mm256_loadu_ps(act + j), fg = _mm256_loadu_ps(act + H + j);
-          const __m256 g = _mm256_loadu_ps(act + 2 * H + j), o = _mm256_loadu_ps(act + 3 * H + j);
-          const __m256 cp = _mm256_loadu_ps(f.extra + (row + b) * H + j);
-          const __m256 tc = v_tanh(_mm256_fmadd_ps(fg, cp, _mm256_mul_ps(i, g)));
-          const __m256 dct = _mm256_fmadd_ps(_mm256_mul_ps(d, o), _mm256_fnmadd_ps(tc, tc, one),
-                                             _mm256_loadu_ps(&dc[q + jj]));
-          _mm256_storeu_ps(&dc[q + jj], _mm256_mul_ps(dct, fg));
-          const __m256 di = _mm256_mul_ps(dct, g), dg = _mm256_mul_ps(dct, i);
-          const __m256 df = _mm256_mul_ps(dct, cp), dout = _mm256_mul_ps(d, tc);
-          _mm256_storeu_ps(dzx + j, _mm256_mul_ps(di, _mm256_mul_ps(i, _mm256_sub_ps(one, i))));
-          _mm256_storeu_ps(dzx + H + j,
-                           _mm256_mul_ps(df, _mm256_mul_ps(fg, _mm256_sub_ps(one, fg))));
-          _mm256_storeu_ps(dzx + 2 * H + j, _mm256_mul_ps(dg, _mm256_fnmadd_ps(g, g, one)));
-          _mm256_storeu_ps(dzx + 3 * H + j,
-                           _mm256_mul_ps(dout, _mm256_mul_ps(o, _mm256_sub_ps(one, o))));
-          _mm256_storeu_ps(&direct[q + jj], _mm256_setzero_ps());
-        } else {
-          const __m256 r = _mm256_loadu_ps(act + j), u = _mm256_loadu_ps(act + H + j);
-          const __m256 cand = _mm256_loadu_ps(act + 2 * H + j);
-          const __m256 hh = _mm256_loadu_ps(f.extra + (row + b) * H + j);
-          const __m256 hp = _mm256_loadu_ps(f.hprev + (row + b) * H + j);
-          const __m256 du = _mm256_mul_ps(d, _mm256_sub_ps(hp, cand));
-          const __m256 dn = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_sub_ps(one, u)),
-                                          _mm256_fnmadd_ps(cand, cand, one));
-          const __m256 dr = _mm256_mul_ps(_mm256_mul_ps(dn, hh),
-                                          _mm256_mul_ps(r, _mm256_sub_ps(one, r)));
-          const __m256 dpu = _mm256_mul_ps(du, _mm256_mul_ps(u, _mm256_sub_ps(one, u)));
-          _mm256_storeu_ps(dzx + j, dr);
-          _mm256_storeu_ps(dzx + H + j, dpu);
-          _mm256_storeu_ps(dzx + 2 * H + j, dn);
-          _mm256_storeu_ps(dzh + j, _mm256_mul_ps(dn, r));
-          _mm256_storeu_ps(&direct[q + jj], _mm256_mul_ps(d, u));
-        }
-      }
+      const float* extra = f.extra ? f.extra + (row + b) * H + j0 : nullptr;
+      const BackwardUnits units{f.cell, H, &dh[q], f.dys + (row + b) * H + j0,
+                                f.acts + (row + b) * A * H + j0, extra,
+                                f.cell == kGru ? f.hprev + (row + b) * H + j0 : nullptr,
+                                f.cell == kLstm ? &dc[q] : nullptr, dzx + j0,
+                                dzh ? dzh + j0 : nullptr, &direct[q]};
+      over_units(f.wide, units, n);
     }
     barrier.wait(sense);  // dz_t complete for every unit: each thread's product reads all of it
     const float* dzh_t = f.dzh ? f.dzh + (row + b0) * H : f.dzx;  // (read only when K2 > 0)
