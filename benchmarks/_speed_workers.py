@@ -389,4 +389,12 @@ def environment(family: str) -> dict:
     package = {"haiku": "dm-haiku", "jaxseq": "jaxseq", "flax": "flax", "equinox": "equinox"}
     if family in package:
         info["version"] = importlib.metadata.version(package[family])
+    if family == "jaxseq":
+        # builds the native kernel here if this source has not been built yet (g++,
+        # ~7 s), so that no task's compile time includes it (run 17:21 had 6.74 s in
+        # its first task's)
+        from jaxseq import native
+
+        ok, why = native.status()
+        info["native"] = dict(ok=ok, why=why, isa=native.isa())
     return info

@@ -95,6 +95,18 @@ def test_compile_time_and_memory_for_jax_only(smoke):
             assert r["compile_s"] > 0 and r["peak_bytes"] == parts > 0
 
 
+def test_jaxseq_workers_build_the_native_kernel_before_timing_a_compile(smoke):
+    """Its one-time build is in the worker's environment record, not a task's compile_s."""
+    from jaxseq import native
+
+    ok, why = native.status()
+    for r in _kind(smoke["records"], "turn"):
+        if r["impl"].startswith("jaxseq"):
+            assert r["native"] == dict(ok=ok, why=why, isa=native.isa())
+        else:
+            assert "native" not in r
+
+
 def test_each_worker_compiles_once_and_the_turn_order_rotates(smoke):
     turns = _kind(smoke["records"], "turn")
     for impl in IMPLS:  # the same compiled function serves both rounds
