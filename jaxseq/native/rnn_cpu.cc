@@ -80,7 +80,8 @@ struct V8 {
   static JAXSEQ_INLINE T max(T a, T b) { return _mm256_max_ps(a, b); }
   static JAXSEQ_INLINE T floor(T a) { return _mm256_floor_ps(a); }
   static JAXSEQ_INLINE T ldexp(T y, T n) {  // y 2^n, n integral and in range
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    const __m256i e = _mm256_slli_epi32(biased, 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
   }
 };
@@ -633,7 +634,8 @@ struct ForwardUnits {
       } else {  // GRU, reset after the product: n = tanh(x_n + r * (h U_n + b_hn))
         const T r = V::load(z + jj), u = V::load(z + n + jj);
         const T hh = V::add(V::load(zr + 2 * n + jj), V::load(b_hn + jj));
-        const T cand = v_tanh<V>(V::fmadd(r, hh, V::add(V::load(z + 2 * n + jj), V::load(b + 2 * H + jj))));
+        const T xn = V::add(V::load(z + 2 * n + jj), V::load(b + 2 * H + jj));
+        const T cand = v_tanh<V>(V::fmadd(r, hh, xn));
         h = V::fmadd(V::sub(one, u), cand, V::mul(u, V::load(hp + jj)));
         if (act) {
           V::store(act + jj, r);
