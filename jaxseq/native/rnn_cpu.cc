@@ -200,6 +200,25 @@ void pack(float* dst, int K, int N, bool wide, Src src) {
   }
 }
 
+// `pack` of src(k, c) = a[k * lda + col[c]]. A panel whose columns are contiguous in
+// `a` is copied a row segment at a time (the element-wise loop took ~22 us per call
+// for the LSTM's weights at (T, B, D, H) = (100, 32, 32, 128), about half that).
+void pack_columns(float* dst, int K, int N, bool wide, const float* a, int lda, const int* col) {
+  const int pw = panel_width(wide);
+  for (int c0 = 0; c0 < N; c0 += pw) {
+    const int w = std::min(pw, N - c0);
+    float* p = dst + static_cast<int64_t>(c0) * K;
+    if (col[c0 + w - 1] - col[c0] == w - 1) {
+      const float* src = a + col[c0];
+      for (int k = 0; k < K; ++k)
+        std::memcpy(p + k * w, src + static_cast<int64_t>(k) * lda, w * sizeof(float));
+    } else {
+      for (int k = 0; k < K; ++k)
+        for (int c = 0; c < w; ++c) p[k * w + c] = a[static_cast<int64_t>(k) * lda + col[c0 + c]];
+    }
+  }
+}
+
 // The products read B packed (`pack`; a panel's row k at P + k * w) and A in
 // place in one of two layouts (kTN):
 //   false: C = A B, A row-major (element (r, k) at A[r * lda + k]): the recurrent steps;
@@ -390,6 +409,66 @@ void gemm_tn_add(bool wide, int M, int N, int K, int steps, const float* A, int 
   const Operands<true> o{A, lda, P, steps, a_step};
   gemm2<true>(wide, M, N, K, o, 0, o, C, ldc);
 }
+
+// ------------------------------------------------------------------- scratch
+
+// Memory that calls reuse: blocks of up to kKeptScratchBytes go back to a free list
+// shared by all threads when their holder is done, and the next request takes the
+// smallest kept block that fits it (or replaces the largest smaller one, so the
+// list holds no more blocks than were ever in use at once). Allocated afresh on
+// every call, the forward kernel's 6 MiB of packed weights per thread at (T, B, D,
+// H) = (50, 256, 256, 512) were page-faulted in every time: ~2,100 faults and ~3.7
+// ms of system time in a call of one step there. The contents are not initialised.
+constexpr size_t kKeptScratchBytes = size_t{32} << 20;
+
+class Scratch {
+ public:
+  explicit Scratch(size_t n) : kept_(n * sizeof(float) <= kKeptScratchBytes) {
+    if (kept_) {
+      std::lock_guard<std::mutex> lock(mu());
+      std::vector<Block>& blocks = free_blocks();
+      auto fit = blocks.end(), smaller = blocks.end();
+      for (auto it = blocks.begin(); it != blocks.end(); ++it) {
+        if (it->size >= n && (fit == blocks.end() || it->size < fit->size)) fit = it;
+        if (it->size < n && (smaller == blocks.end() || it->size > smaller->size)) smaller = it;
+      }
+      if (fit == blocks.end()) fit = smaller;
+      if (fit != blocks.end()) {
+        block_ = std::move(*fit);
+        blocks.erase(fit);
+      }
+    }
+    if (block_.size < n || !block_.data) {
+      block_.data.reset();  // before the new one: the two need not coexist
+      block_.data.reset(new float[std::max<size_t>(n, 1)]);
+      block_.size = n;
+    }
+  }
+  ~Scratch() {
+    if (!kept_) return;
+    std::lock_guard<std::mutex> lock(mu());
+    free_blocks().push_back(std::move(block_));
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* data() const { return block_.data.get(); }
+
+ private:
+  struct Block {
+    std::unique_ptr<float[]> data;
+    size_t size = 0;
+  };
+  static std::mutex& mu() {
+    static std::mutex* m = new std::mutex;  // never destroyed: helpers may hold blocks at exit
+    return *m;
+  }
+  static std::vector<Block>& free_blocks() {
+    static std::vector<Block>* blocks = new std::vector<Block>;
+    return *blocks;
+  }
+  const bool kept_;
+  Block block_;
+};
 
 // ------------------------------------------------------------------- threads
 
@@ -650,26 +729,33 @@ struct ForwardUnits {
   }
 };
 
-void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_buf,
+void forward_thread(const Forward& f, const Part& part, float* h_buf,
                     Barrier& barrier, bool& sense) {
   const int j0 = part.j0, j1 = part.j1, b0 = part.b0, b1 = part.b1, M = b1 - b0;
   const int T = f.s.T, B = f.s.B, D = f.s.D, H = f.s.H;
   const int G = num_gates(f.cell), A = num_acts(f.cell);
   const int n = j1 - j0, N = G * n;
+  // this thread's packed W and U, then zx, zh and c (indexed by the row b - b0 of
+  // this thread's rows)
+  const size_t wp_n = static_cast<size_t>(D) * N, up_n = static_cast<size_t>(H) * N;
+  const size_t zx_n = static_cast<size_t>(M) * N, zh_n = f.cell == kGru ? zx_n : 0;
+  const size_t c_n = f.cell == kLstm ? static_cast<size_t>(M) * n : 0;
+  const Scratch scratch(wp_n + up_n + zx_n + zh_n + c_n);
+  float* const wp = scratch.data();
+  float* const up = wp + wp_n;
+  float* const zx = up + up_n;
+  float* const zh = zx + zx_n;
+  float* const c = zh + zh_n;
   // this thread's columns of W and U, gate-major: column g * n + jj is g * H + j0 + jj
-  std::vector<float> wp(static_cast<size_t>(D) * N), up(static_cast<size_t>(H) * N);
   std::vector<int> col(N);
-  for (int c = 0; c < N; ++c) col[c] = (c / n) * H + j0 + c % n;
-  pack(wp.data(), D, N, f.wide, [&](int k, int c) { return f.w_x[k * G * H + col[c]]; });
-  pack(up.data(), H, N, f.wide, [&](int k, int c) { return f.w_h[k * G * H + col[c]]; });
-  // zx, zh and c are indexed by the row b - b0 of this thread's rows
-  std::vector<float> zx(static_cast<size_t>(M) * N), zh(f.cell == kGru ? M * N : 0);
-  std::vector<float> c(f.cell == kLstm ? M * n : 0);
+  for (int k = 0; k < N; ++k) col[k] = (k / n) * H + j0 + k % n;
+  pack_columns(wp, D, N, f.wide, f.w_x, G * H, col.data());
+  pack_columns(up, H, N, f.wide, f.w_h, G * H, col.data());
   if (f.cell == kLstm)
     for (int b = b0; b < b1; ++b)
       std::memcpy(&c[(b - b0) * n], f.c0 + b * H + j0, n * sizeof(float));
-  float* h_cur = h_buf.data();
-  float* h_next = h_buf.data() + B * H;
+  float* h_cur = h_buf;
+  float* h_next = h_buf + B * H;
   for (int b = b0; b < b1; ++b)
     std::memcpy(h_cur + b * H + j0, f.h0 + b * H + j0, n * sizeof(float));
   barrier.wait(sense);
@@ -678,11 +764,10 @@ void forward_thread(const Forward& f, const Part& part, std::vector<float>& h_bu
     const int t = f.reverse ? T - 1 - step : step;
     const float* x_t = f.xs + static_cast<int64_t>(t) * B * D;
     if (f.cell == kGru) {  // the reset gate multiplies the recurrent product alone
-      gemm_packed(f.wide, M, N, D, x_t + b0 * D, D, wp.data(), 0, x_t, D, wp.data(), zx.data(), N);
-      gemm_packed(f.wide, M, N, H, h_cur + b0 * H, H, up.data(), 0, x_t, D, wp.data(), zh.data(), N);
+      gemm_packed(f.wide, M, N, D, x_t + b0 * D, D, wp, 0, x_t, D, wp, zx, N);
+      gemm_packed(f.wide, M, N, H, h_cur + b0 * H, H, up, 0, x_t, D, wp, zh, N);
     } else {
-      gemm_packed(f.wide, M, N, D, x_t + b0 * D, D, wp.data(), H, h_cur + b0 * H, H, up.data(), zx.data(),
-                  N);
+      gemm_packed(f.wide, M, N, D, x_t + b0 * D, D, wp, H, h_cur + b0 * H, H, up, zx, N);
     }
     const int64_t row = static_cast<int64_t>(t) * B;
     if (f.hprev && f.xh_t) {  // this thread's rows and units; its share [d0, d1) of x's
@@ -845,11 +930,18 @@ void backward_thread(const Backward& f, const Part& part, const Grads& grads, Ba
   // U^T restricted to this thread's units, [G*H, n], packed in two row segments:
   // [0, K1) multiplies dzx's first K1 entries, [K1, K) multiplies dzh (GRU only)
   const int K1 = f.cell == kGru ? 2 * H : K, K2 = K - K1;
-  std::vector<float> utp1(static_cast<size_t>(K1) * n), utp2(static_cast<size_t>(K2) * n);
-  pack(utp1.data(), K1, n, f.wide, [&](int k, int c) { return f.w_h[(j0 + c) * K + k]; });
-  pack(utp2.data(), K2, n, f.wide, [&](int k, int c) { return f.w_h[(j0 + c) * K + K1 + k]; });
-  // dh, dc, direct and prod are indexed by the row b - b0 of this thread's rows
-  std::vector<float> dh(M * n), dc(f.cell == kLstm ? M * n : 0), direct(M * n), prod(M * n);
+  // then dh, dc, direct and prod, indexed by the row b - b0 of this thread's rows
+  const size_t u1_n = static_cast<size_t>(K1) * n, u2_n = static_cast<size_t>(K2) * n;
+  const size_t row_n = static_cast<size_t>(M) * n, dc_n = f.cell == kLstm ? row_n : 0;
+  const Scratch scratch(u1_n + u2_n + 3 * row_n + dc_n);
+  float* const utp1 = scratch.data();
+  float* const utp2 = utp1 + u1_n;
+  float* const dh = utp2 + u2_n;
+  float* const direct = dh + row_n;
+  float* const prod = direct + row_n;
+  float* const dc = prod + row_n;
+  pack(utp1, K1, n, f.wide, [&](int k, int c) { return f.w_h[(j0 + c) * K + k]; });
+  pack(utp2, K2, n, f.wide, [&](int k, int c) { return f.w_h[(j0 + c) * K + K1 + k]; });
   for (int b = b0; b < b1; ++b) {
     std::memcpy(&dh[(b - b0) * n], f.dhT + b * H + j0, n * sizeof(float));
     if (f.cell == kLstm) std::memcpy(&dc[(b - b0) * n], f.dcT + b * H + j0, n * sizeof(float));
@@ -883,8 +975,7 @@ void backward_thread(const Backward& f, const Part& part, const Grads& grads, Ba
     }
     barrier.wait(sense);  // dz_t complete for every unit: each thread's product reads all of it
     const float* dzh_t = f.dzh ? f.dzh + (row + b0) * H : f.dzx;  // (read only when K2 > 0)
-    gemm_packed(f.wide, M, n, K1, f.dzx + (row + b0) * K, K, utp1.data(), K2, dzh_t, H, utp2.data(),
-                prod.data(), n);
+    gemm_packed(f.wide, M, n, K1, f.dzx + (row + b0) * K, K, utp1, K2, dzh_t, H, utp2, prod, n);
     for (int q = 0; q < M * n; ++q) dh[q] = prod[q] + direct[q];
     // the weight gradients of the pending steps, whose t are contiguous
     if (grads.dw_h != nullptr && (++pending == chunk || step == 0)) {
@@ -981,9 +1072,9 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_x, ffi:
   }
   bool shared = false;
   const auto parts = partition(s.B, s.H, static_cast<int>(threads), shared);
-  std::vector<float> h_buf(2 * static_cast<size_t>(s.B) * s.H);
+  const Scratch h_buf(2 * static_cast<size_t>(s.B) * s.H);
   run_threads(parts, shared, [&](const Part& part, Barrier& barrier, bool& sense) {
-    forward_thread(f, part, h_buf, barrier, sense);
+    forward_thread(f, part, h_buf.data(), barrier, sense);
   });
   return ffi::Error::Success();
 }
@@ -1040,10 +1131,11 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
   // into scratch added to it at the end).
   const size_t total = sizes[0] + sizes[1] + sizes[2] + sizes[3];
   const size_t extra_parts = shared || !grads ? 0 : parts.size() - 1;
-  std::vector<float> scratch(extra_parts * total, 0.0f);
+  const Scratch sums(extra_parts * total);
+  if (extra_parts > 0) std::memset(sums.data(), 0, extra_parts * total * sizeof(float));
   auto grads_of = [&](size_t k) {
     if (k == 0 || shared || !grads) return out;
-    float* p = scratch.data() + (k - 1) * total;
+    float* p = sums.data() + (k - 1) * total;
     return Grads{p, p + sizes[0], p + sizes[0] + sizes[1], p + sizes[0] + sizes[1] + sizes[2]};
   };
   run_threads(parts, shared, [&](const Part& part, Barrier& barrier, bool& sense) {
