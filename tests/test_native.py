@@ -552,6 +552,25 @@ def test_concurrent_calls_get_their_own_results(monkeypatch):
     assert not np.allclose(alone[0]["gru", "lengths"][0][1], alone[1]["gru", "lengths"][0][1])
 
 
+def test_reused_scratch_never_reaches_a_result(monkeypatch):
+    """The kernels reuse their scratch blocks (packed weights, working rows, the step's
+    h, gradient sums) from call to call without clearing them. A call on NaN inputs
+    fills every block it takes with NaN; the calls after it, at the same and at a
+    smaller shape, still match the NumPy reference and autodiff."""
+    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", "2")
+    for batch, hidden in ((24, 40), (5, 16), (24, 40)):  # batch split; units split
+        inputs, lengths = _inputs(hidden, (batch,)), _lengths((batch,))
+        poisoned = jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), inputs)
+        run = jax.jit(_grads_function(hidden, THREAD_LABELS, **NATIVE))
+        assert np.isnan(run(poisoned, lengths)["lstm", "lengths"][1][0].w_h).all()
+        actual = run(inputs, lengths)
+        expected = _autodiff_grads(hidden, (batch,), THREAD_LABELS)
+        for name in NAMES:
+            outputs, grads = actual[name, "lengths"]
+            _assert_matches_reference(name, outputs, inputs, lengths, "lengths")
+            _assert_grads_close(grads, expected[name, "lengths"][1])
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_backward_writes_its_gradients_over_the_residuals(name):
     """∂z takes the activations' buffer; GRU's ∂(h U_n + b_hn) takes the one it came from."""
