@@ -273,6 +273,43 @@ def test_layout_and_hoisting_microbenchmarks_run():
     assert set(grad_layout.main(6, 3, 8)) == {"transposed_operands", "xh_transposed"}
 
 
+def test_page_faults_counts_the_memory_a_call_maps_afresh():
+    """`per_call` on plain Python: 64 MiB allocated and written per call (glibc maps it
+    afresh, over its 32 MiB mmap threshold) faults every page in: 16,384 of 4 KiB, or
+    at least 30 of 2 MiB where transparent huge pages are always on; a call that
+    allocates nothing, none."""
+    from benchmarks import page_faults
+
+    fresh = page_faults.per_call(lambda: b"x" * (64 << 20), calls=3, warmup=1)
+    idle = page_faults.per_call(lambda: None, calls=3, warmup=1)
+    assert fresh["faults_per_call"] >= 30 and idle["faults_per_call"] < 5
+    assert fresh["median_ms"] >= fresh["min_ms"] > 0 and fresh["system_ms_per_call"] >= 0
+
+
+def test_page_faults_reports_each_cell_and_mode(capsys):
+    from benchmarks import page_faults
+
+    records = page_faults.main(["--T=2", "--B=2", "--D=3", "--H=8", "--calls=2"])
+    assert [(r["cell"], r["mode"]) for r in records] == [
+        ("lstm", "forward"),
+        ("lstm", "train"),
+        ("gru", "forward"),
+        ("gru", "train"),
+    ]
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == records
+    assert all(r["faults_per_call"] >= 0 and r["median_ms"] > 0 for r in records)
+
+
+@pytest.mark.parametrize("argv", [["--calls=0"], ["--T=0"], ["--cells=rnn"], ["--modes=eval"]])
+def test_page_faults_bad_arguments_are_named(argv, capsys):
+    from benchmarks import page_faults
+
+    with pytest.raises(SystemExit):
+        page_faults.main(argv)
+    assert argv[0].split("=")[0] in capsys.readouterr().err
+
+
 def test_settle_calls_are_timed_apart_from_the_steps():
     """Pure `timed` and `summarise`: a slow first call of each turn stays out of the median."""
     durations = iter([0.03, 0.0, 0.0, 0.0])
