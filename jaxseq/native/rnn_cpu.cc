@@ -201,8 +201,7 @@ void pack(float* dst, int K, int N, bool wide, Src src) {
 }
 
 // `pack` of src(k, c) = a[k * lda + col[c]]. A panel whose columns are contiguous in
-// `a` is copied a row segment at a time (the element-wise loop took ~22 us per call
-// for the LSTM's weights at (T, B, D, H) = (100, 32, 32, 128), about half that).
+// `a` (all but one that straddles two gates) is copied a row segment at a time.
 void pack_columns(float* dst, int K, int N, bool wide, const float* a, int lda, const int* col) {
   const int pw = panel_width(wide);
   for (int c0 = 0; c0 < N; c0 += pw) {
@@ -417,13 +416,16 @@ void gemm_tn_add(bool wide, int M, int N, int K, int steps, const float* A, int 
 // smallest kept block that fits it (or replaces the largest smaller one, so the
 // list holds no more blocks than were ever in use at once). Allocated afresh on
 // every call, the forward kernel's 6 MiB of packed weights per thread at (T, B, D,
-// H) = (50, 256, 256, 512) were page-faulted in every time: ~2,100 faults and ~3.7
-// ms of system time in a call of one step there. The contents are not initialised.
+// H) = (50, 256, 256, 512) were page-faulted in every time: 2,016 faults and 3.8 ms
+// of system time in an LSTM call of one step there (`python -m
+// benchmarks.page_faults`; README, "Speed"). The contents are not initialised; an
+// empty request holds no block (data() is null).
 constexpr size_t kKeptScratchBytes = size_t{32} << 20;
 
 class Scratch {
  public:
-  explicit Scratch(size_t n) : kept_(n * sizeof(float) <= kKeptScratchBytes) {
+  explicit Scratch(size_t n) : kept_(n > 0 && n * sizeof(float) <= kKeptScratchBytes) {
+    if (n == 0) return;
     if (kept_) {
       std::lock_guard<std::mutex> lock(mu());
       std::vector<Block>& blocks = free_blocks();
