@@ -10,6 +10,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -271,6 +272,30 @@ def test_layout_and_hoisting_microbenchmarks_run():
     assert set(gate_layout.main(3, 2, 4)) == {"per_slice", "one_block"}
     assert set(hoisting.main(3, 2, 3, 4)) == {"hoisted", "in_step"}
     assert set(grad_layout.main(6, 3, 8)) == {"transposed_operands", "xh_transposed"}
+
+
+def test_grad_sums_times_each_choice_after_checking_they_agree():
+    from benchmarks import grad_sums
+
+    result = grad_sums.main(["--shape=3,2,3,8", "--chunks=1,4", "--rounds=1"])
+    assert set(result) == {"xla_products", "kernel_sums_1", "kernel_sums_4"}
+    assert all(0 < fastest <= median for fastest, median in result.values())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cell=rnn"], "--cell takes one of lstm, gru, elman, got 'rnn'"),
+        (["--shape=3,2,3"], "--shape takes 4 positive integers separated by commas, got '3,2,3'"),
+        (["--chunks=0"], "--chunks takes positive integers separated by commas, got '0'"),
+        (["--rounds=0"], "--rounds must be a positive integer, got 0"),
+    ],
+)
+def test_grad_sums_names_bad_arguments(argv, message):
+    from benchmarks import grad_sums
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        grad_sums.parse_args(argv)
 
 
 def test_page_faults_counts_the_memory_a_call_maps_afresh():

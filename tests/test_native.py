@@ -462,16 +462,20 @@ def test_grads_in_kernel_bound_is_this_cpus_l2():
     assert native.GRADS_IN_KERNEL_BYTES == native.l2_bytes()
 
 
-# (threads, B, H, GRADS_IN_KERNEL_BYTES, GRAD_CHUNK_ROWS): where the weight gradients
-# are summed. The default (in the kernel, all T = 7 steps at once) runs everywhere else.
+# (threads, B, H, GRADS_IN_KERNEL_BYTES, GRU_GRADS_IN_KERNEL_BYTES, chunk rows): where
+# the weight gradients are summed, and in chunks of how many rows (GRAD_CHUNK_ROWS
+# within GRADS_IN_KERNEL_BYTES, else GRAD_CHUNK_ROWS_PAST_L2, both set to it). The
+# default (in the kernel, all T = 7 steps at once) runs everywhere else.
 GRAD_PATHS = {
     # the kernel leaves them to XLA; the LSTM and Elman forward kernels save [x | h]ᵀ,
     # by rows 4 + 5, or by units 8 + 16 (x's 3 features then split 1 + 2)
-    "xla_products": (2, 9, 16, 0, 128),
-    "xla_products_units": (2, 3, 24, 0, 128),
-    "batch_chunks": (2, 9, 16, 10**6, 8),  # rows 4 + 5: 2 steps, then 1 step, at a time
-    "units_chunks": (2, 3, 24, 10**6, 6),  # units 8 + 16, all 3 rows: 2 steps at a time
-    "one_step_at_a_time": (1, 5, 16, 10**6, 1),
+    "xla_products": (2, 9, 16, 0, 0, 128),
+    "xla_products_units": (2, 3, 24, 0, 0, 128),
+    "batch_chunks": (2, 9, 16, 10**6, 10**6, 8),  # rows 4 + 5: 2 steps, then 1 step, at a time
+    "units_chunks": (2, 3, 24, 10**6, 10**6, 6),  # units 8 + 16, all 3 rows: 2 steps at a time
+    "one_step_at_a_time": (1, 5, 16, 10**6, 10**6, 1),
+    # the GRU's past GRADS_IN_KERNEL_BYTES, in the kernel (the default); the others', XLA's
+    "gru_past_l2": (2, 9, 16, 0, 10**6, 8),
 }
 
 
@@ -479,21 +483,40 @@ GRAD_PATHS = {
 def test_weight_gradient_paths(path, monkeypatch):
     """Summed by the kernel in chunks of steps that split T = 7 unevenly, forwards and
     reversed, over either thread partition, or by XLA's products: autodiff's values."""
-    threads, batch, hidden, max_bytes, chunk_rows = GRAD_PATHS[path]
+    threads, batch, hidden, max_bytes, gru_max_bytes, chunk_rows = GRAD_PATHS[path]
     monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", str(threads))
     monkeypatch.setattr(native, "GRADS_IN_KERNEL_BYTES", max_bytes)
+    monkeypatch.setattr(native, "GRU_GRADS_IN_KERNEL_BYTES", gru_max_bytes)
     monkeypatch.setattr(native, "GRAD_CHUNK_ROWS", chunk_rows)
-    assert all(native.grads_in_kernel(name, D, hidden) == (max_bytes > 0) for name in NAMES)
+    monkeypatch.setattr(native, "GRAD_CHUNK_ROWS_PAST_L2", chunk_rows)
+    in_kernel = {name: (gru_max_bytes if name == "gru" else max_bytes) > 0 for name in NAMES}
+    assert {name: native.grads_in_kernel(name, D, hidden) for name in NAMES} == in_kernel
     inputs, lengths = _inputs(hidden, (batch,)), _lengths((batch,))
     labels = ("lengths", "reverse")  # (with lengths, unroll reverses within them)
     lowered = jax.jit(_grads_function(hidden, labels, **NATIVE)).lower(inputs, lengths)
-    assert "reverse = 1 : i64" in lowered.as_text()
-    assert f"chunk_rows = {chunk_rows} : i64" in lowered.as_text()
+    text = lowered.as_text()
+    assert "reverse = 1 : i64" in text
+    # one backward call per (cell, label); a kernel that leaves the sums to XLA gets 0
+    chunks = [int(c) for c in re.findall(r"chunk_rows = (\d+) : i64", text)]
+    expected_chunks = [chunk_rows if in_kernel[name] else 0 for name in NAMES for _ in labels]
+    assert sorted(chunks) == sorted(expected_chunks)
     actual = lowered.compile()(inputs, lengths)
     expected = _autodiff_grads(hidden, (batch,), labels)
     for name in NAMES:
         for label in labels:
             _assert_grads_close(actual[name, label][1], expected[name, label][1])
+
+
+def test_gru_sums_its_gradients_in_the_kernel_past_l2():
+    """With this CPU's bounds: the GRU's kernel sums them at shape D's size, in chunks
+    of GRAD_CHUNK_ROWS_PAST_L2 rows; the LSTM's leaves them to XLA there, and both sum
+    them in chunks of GRAD_CHUNK_ROWS at shape A's."""
+    big, small = (256, 512), (32, 128)  # (D, H)
+    assert native.grads_in_kernel("gru", *big) and not native.grads_in_kernel("lstm", *big)
+    assert native.grad_chunk_rows("gru", *big) == native.GRAD_CHUNK_ROWS_PAST_L2
+    for name in ("lstm", "gru"):
+        assert native.grads_in_kernel(name, *small)
+        assert native.grad_chunk_rows(name, *small) == native.GRAD_CHUNK_ROWS
 
 
 @pytest.mark.parametrize(
@@ -504,17 +527,25 @@ def test_weight_gradient_paths(path, monkeypatch):
         (("gru", 3, 2.5), "H must be a positive integer, got 2.5"),
     ],
 )
-@pytest.mark.parametrize("function", [native.grads_in_kernel, native.xh_transposed])
+@pytest.mark.parametrize(
+    "function", [native.grads_in_kernel, native.grad_chunk_rows, native.xh_transposed]
+)
 def test_layout_choices_reject_bad_arguments(function, args, message):
     with pytest.raises(ValueError, match=message):
         function(*args)
 
 
-def test_bad_grad_chunk_rows_is_named(monkeypatch):
-    monkeypatch.setattr(native, "GRAD_CHUNK_ROWS", 0)
-    params, xs, carry, weights = _inputs(H, (B,))["lstm"]
-    with pytest.raises(ValueError, match="GRAD_CHUNK_ROWS must be a positive integer, got 0"):
-        jax.grad(lambda p: _loss(_cell("lstm"), p, xs, carry, weights, None, False, NATIVE)[0])(
+@pytest.mark.parametrize(
+    ("knob", "value", "cell", "max_bytes"),
+    [("GRAD_CHUNK_ROWS", 0, "lstm", None), ("GRAD_CHUNK_ROWS_PAST_L2", 2.5, "gru", 0)],
+)
+def test_bad_grad_chunk_rows_is_named(knob, value, cell, max_bytes, monkeypatch):
+    monkeypatch.setattr(native, knob, value)
+    if max_bytes is not None:  # past GRADS_IN_KERNEL_BYTES: the GRU's kernel reads the knob
+        monkeypatch.setattr(native, "GRADS_IN_KERNEL_BYTES", max_bytes)
+    params, xs, carry, weights = _inputs(H, (B,))[cell]
+    with pytest.raises(ValueError, match=f"{knob} must be a positive integer, got {value}"):
+        jax.grad(lambda p: _loss(_cell(cell), p, xs, carry, weights, None, False, NATIVE)[0])(
             params
         )
 

@@ -178,36 +178,65 @@ def l2_bytes(default: int = 512 * 1024, root: Path = _CACHE_INFO) -> int:
     return default
 
 
-# The largest weight and bias gradients (bytes, per kernel thread) the backward
-# kernel sums itself, every few steps while those steps' ∂z are in cache: one
-# core's L2, which holds them between updates. Larger ones are single products
-# over all steps in XLA after the kernel, which ran faster there. Measured in one
-# process, turn about (LSTM train step): on a Zen 3 (512 KiB L2), XLA's products
-# were faster at (T, B, D, H) = (100, 64, 128, 256), 1.5 MiB of gradients per
-# thread; on a Xeon with 2 MiB L2 the kernel was 4% faster there (GRU: 6%), and 6%
-# slower at (50, 256, 256, 512), 6 MiB.
+# The largest weight and bias gradients (bytes, per kernel thread) the Elman and
+# LSTM backward kernels sum themselves, every few steps while those steps' ∂z are
+# in cache: one core's L2, which holds them between updates. Larger ones are single
+# products over all steps in XLA after the kernel, which ran faster there. Measured
+# in one process, turn about (LSTM train step): on a Zen 3 (512 KiB L2), XLA's
+# products were faster at (T, B, D, H) = (100, 64, 128, 256), 1.5 MiB of gradients
+# per thread; on a Xeon with 2 MiB L2 the kernel was 4% faster there, and 6% slower
+# at (50, 256, 256, 512), 6 MiB; on the Zen 5 (1 MiB L2), level at the first and
+# slower at the second (`python -m benchmarks.grad_sums --cell=lstm`).
 GRADS_IN_KERNEL_BYTES = l2_bytes()
+# The same for the GRU: any size. XLA's products for it compute h_{t-1}ᵀ∂z over all
+# 3H columns and then h_{t-1}ᵀ(dn·r) for U_n, a third more work on U than the
+# kernel's sums, which ran faster at every shape measured on the Zen 5 (`python -m
+# benchmarks.grad_sums`; README, "Speed").
+GRU_GRADS_IN_KERNEL_BYTES = 1 << 62
 # Its updates sum about this many rows of ∂z (a thread's batch rows at consecutive
 # steps) at a time: a longer sum per load and store of the gradients' tiles, while
 # those steps' ∂z stay in cache. 64-128 ran fastest at (100, 32, 32, 128).
 GRAD_CHUNK_ROWS = 128
+# The same where the gradients outgrow GRADS_IN_KERNEL_BYTES (the GRU's): their
+# tiles then come from L3, so each load and store should serve a longer sum; one
+# step's rows (128 per thread) at (50, 256, 256, 512) ran slowest (`python -m
+# benchmarks.grad_sums`).
+GRAD_CHUNK_ROWS_PAST_L2 = 512
 
 
-def grads_in_kernel(kind: str, D: int, H: int) -> bool:
-    """Whether the backward kernel sums the weight and bias gradients (else XLA does).
-
-    Args:
-      kind: the kernel's cell, one of `CELLS` ("elman", "lstm", "gru").
-      D: input features, a positive integer.
-      H: hidden units, a positive integer.
-    """
+def _grad_bytes(kind, D: int, H: int) -> int:
     if kind not in CELLS:
         raise ValueError(f"kind must be one of {tuple(CELLS)}, got {kind!r}")
     for name, value in (("D", D), ("H", H)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     K = _GATES[kind] * H
-    return 4 * ((D + H) * K + K + H) <= GRADS_IN_KERNEL_BYTES
+    return 4 * ((D + H) * K + K + H)
+
+
+def grads_in_kernel(kind: str, D: int, H: int) -> bool:
+    """Whether the backward kernel sums the weight and bias gradients (else XLA does):
+    where they fit `GRADS_IN_KERNEL_BYTES` (the GRU: `GRU_GRADS_IN_KERNEL_BYTES`).
+
+    Args:
+      kind: the kernel's cell, one of `CELLS` ("elman", "lstm", "gru").
+      D: input features, a positive integer.
+      H: hidden units, a positive integer.
+    """
+    bound = GRU_GRADS_IN_KERNEL_BYTES if kind == "gru" else GRADS_IN_KERNEL_BYTES
+    return _grad_bytes(kind, D, H) <= bound
+
+
+def grad_chunk_rows(kind: str, D: int, H: int) -> int:
+    """Rows of ∂z per update of the kernel's gradient sums: `GRAD_CHUNK_ROWS` where the
+    gradients fit `GRADS_IN_KERNEL_BYTES`, else `GRAD_CHUNK_ROWS_PAST_L2`. Arguments as
+    for `grads_in_kernel`."""
+    fits = _grad_bytes(kind, D, H) <= GRADS_IN_KERNEL_BYTES
+    name = "GRAD_CHUNK_ROWS" if fits else "GRAD_CHUNK_ROWS_PAST_L2"
+    rows = GRAD_CHUNK_ROWS if fits else GRAD_CHUNK_ROWS_PAST_L2
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"jaxseq.native.{name} must be a positive integer, got {rows!r}")
+    return rows
 
 
 HIGHER_ORDER = (
@@ -291,10 +320,7 @@ def _bwd(kind, reverse, residuals, cotangents):
     # dzx: ∂ of every gate's pre-activation; dzh (GRU): ∂(h U_n + b_hn) = dn · r.
     outs = [(T, B, K), (T, B, H) if kind == "gru" else (0,), (B, H), (B, H)]
     in_kernel = grads_in_kernel(kind, D, H)
-    if in_kernel and (not isinstance(GRAD_CHUNK_ROWS, int) or GRAD_CHUNK_ROWS < 1):
-        raise ValueError(
-            f"jaxseq.native.GRAD_CHUNK_ROWS must be a positive integer, got {GRAD_CHUNK_ROWS!r}"
-        )
+    chunk_rows = grad_chunk_rows(kind, D, H) if in_kernel else 0  # (0: unused)
     if in_kernel:  # the weight and bias gradients, summed by the kernel
         outs += [(D, K), (H, K), (K,), (H,) if kind == "gru" else (0,)]
     else:
@@ -312,7 +338,7 @@ def _bwd(kind, reverse, residuals, cotangents):
         reverse=reverse,
         masked=valid.size > 0,
         aliases=in_place,
-        chunk_rows=GRAD_CHUNK_ROWS,
+        chunk_rows=chunk_rows,
     )
     d_x = dzx @ w_x.T
     if in_kernel:
