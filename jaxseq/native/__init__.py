@@ -185,23 +185,26 @@ def l2_bytes(default: int = 512 * 1024, root: Path = _CACHE_INFO) -> int:
 # in one process, turn about (LSTM train step): on a Zen 3 (512 KiB L2), XLA's
 # products were faster at (T, B, D, H) = (100, 64, 128, 256), 1.5 MiB of gradients
 # per thread; on a Xeon with 2 MiB L2 the kernel was 4% faster there, and 6% slower
-# at (50, 256, 256, 512), 6 MiB; on the Zen 5 (1 MiB L2), level at the first and
-# slower at the second (`python -m benchmarks.grad_sums --cell=lstm`).
+# at (50, 256, 256, 512), 6 MiB; on the Zen 5 (1 MiB L2), level at both (`python -m
+# benchmarks.grad_sums --cell=lstm`: medians 40.7 against 41.6 ms at the first, 288
+# against 284 ms at the second with 2048 rows per update, 331 with 128).
 GRADS_IN_KERNEL_BYTES = l2_bytes()
 # The same for the GRU: any size. XLA's products for it compute h_{t-1}ᵀ∂z over all
 # 3H columns and then h_{t-1}ᵀ(dn·r) for U_n, a third more work on U than the
-# kernel's sums, which ran faster at every shape measured on the Zen 5 (`python -m
-# benchmarks.grad_sums`; README, "Speed").
+# kernel's sums, which ran faster or level at every shape measured on the Zen 5
+# (`python -m benchmarks.grad_sums`; README, "Speed").
 GRU_GRADS_IN_KERNEL_BYTES = 1 << 62
 # Its updates sum about this many rows of ∂z (a thread's batch rows at consecutive
 # steps) at a time: a longer sum per load and store of the gradients' tiles, while
 # those steps' ∂z stay in cache. 64-128 ran fastest at (100, 32, 32, 128).
 GRAD_CHUNK_ROWS = 128
 # The same where the gradients outgrow GRADS_IN_KERNEL_BYTES (the GRU's): their
-# tiles then come from L3, so each load and store should serve a longer sum; one
-# step's rows (128 per thread) at (50, 256, 256, 512) ran slowest (`python -m
-# benchmarks.grad_sums`).
-GRAD_CHUNK_ROWS_PAST_L2 = 512
+# tiles then come from L3, so each load and store serves a longer sum. GRU train
+# step, `python -m benchmarks.grad_sums --chunks=512,1024,2048 --rounds=30`, twice
+# (Zen 5): at (50, 256, 256, 512), medians 245 and 251 ms for 2048 rows, 253-269
+# for 512 and 1024, 257 and 261 for XLA's products; at (100, 64, 128, 256), just
+# past L2, 128 rows ran 3-5% faster than 2048, which still beat XLA's products.
+GRAD_CHUNK_ROWS_PAST_L2 = 2048
 
 
 def _grad_bytes(kind, D: int, H: int) -> int:
