@@ -13,9 +13,9 @@ with one hand-written kernel per direction (`rnn_cpu.cc`) instead of a
   wait between calls);
 - backward: a reverse loop that computes the gates' pre-activation gradients
   ∂z_t and ∂h_{t-1} = ∂z_t Uᵀ. Where the weight gradients are small enough to stay
-  in cache (`grads_in_kernel`), it also adds x_tᵀ∂z_t, h_{t-1}ᵀ∂z_t and ∂z_t to
-  them every few steps; else they are single large products over all steps in
-  XLA, as the input gradient ∂z Wᵀ always is.
+  in cache, and for the GRU at any size (`grads_in_kernel`), it also adds x_tᵀ∂z_t,
+  h_{t-1}ᵀ∂z_t and ∂z_t to them every few steps; else they are single large products
+  over all steps in XLA, as the input gradient ∂z Wᵀ always is.
 
 The kernel is compiled from source with the system's C++ compiler (`$CXX`, else
 `g++`) against jaxlib's FFI headers the first time it is needed, and cached in
@@ -185,9 +185,10 @@ def l2_bytes(default: int = 512 * 1024, root: Path = _CACHE_INFO) -> int:
 # in one process, turn about (LSTM train step): on a Zen 3 (512 KiB L2), XLA's
 # products were faster at (T, B, D, H) = (100, 64, 128, 256), 1.5 MiB of gradients
 # per thread; on a Xeon with 2 MiB L2 the kernel was 4% faster there, and 6% slower
-# at (50, 256, 256, 512), 6 MiB; on the Zen 5 (1 MiB L2), level at both (`python -m
-# benchmarks.grad_sums --cell=lstm`: medians 40.7 against 41.6 ms at the first, 288
-# against 284 ms at the second with 2048 rows per update, 331 with 128).
+# at (50, 256, 256, 512), 6 MiB; on the Zen 5 (1 MiB L2), `python -m
+# benchmarks.grad_sums --cell=lstm --chunks=128,512,2048` (--rounds=40 and 20) gave
+# medians of 40.6 / 39.8 / 40.3 ms against 43.0 for XLA's products at the first and
+# 314 / 290 / 285 against 277 at the second.
 GRADS_IN_KERNEL_BYTES = l2_bytes()
 # The same for the GRU: any size. XLA's products for it compute h_{t-1}ᵀ∂z over all
 # 3H columns and then h_{t-1}ᵀ(dn·r) for U_n, a third more work on U than the
@@ -199,12 +200,12 @@ GRU_GRADS_IN_KERNEL_BYTES = 1 << 62
 # those steps' ∂z stay in cache. 64-128 ran fastest at (100, 32, 32, 128).
 GRAD_CHUNK_ROWS = 128
 # The same where the gradients outgrow GRADS_IN_KERNEL_BYTES (the GRU's): their
-# tiles then come from L3, so each load and store serves a longer sum. GRU train
-# step, `python -m benchmarks.grad_sums --chunks=512,1024,2048 --rounds=30`, twice
-# (Zen 5): at (50, 256, 256, 512), medians 245 and 251 ms for 2048 rows, 253-269
-# for 512 and 1024, 257 and 261 for XLA's products; at (100, 64, 128, 256), just
-# past L2, 128 rows ran 3-5% faster than 2048, which still beat XLA's products.
-GRAD_CHUNK_ROWS_PAST_L2 = 2048
+# tiles then come from L3, so each load and store should serve a longer sum. GRU
+# train step, `python -m benchmarks.grad_sums --chunks=128,512,2048 --rounds=20` on
+# the Zen 5: medians 228.9 / 218.6 / 215.0 ms against 228.4 for XLA's products at
+# (50, 256, 256, 512); with `--shape=100,64,128,256 --rounds=40`, just past L2,
+# 30.79 / 30.77 / 32.36 against 35.19.
+GRAD_CHUNK_ROWS_PAST_L2 = 512
 
 
 def _grad_bytes(kind, D: int, H: int) -> int:

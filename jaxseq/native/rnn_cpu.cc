@@ -845,23 +845,22 @@ struct Grads {
 // Done every few steps while their dz_t are in cache, which one product over all
 // steps after the loop would read back from memory.
 void add_weight_grads(const Backward& f, const Part& part, int t0, int steps, const Grads& g,
-                      std::vector<float>& packed, std::vector<int64_t>& rows) {
+                      float* packed, std::vector<int64_t>& rows) {
   const int B = f.s.B, D = f.s.D, H = f.s.H, K = num_gates(f.cell) * H;
   const int b0 = part.b0, M = part.b1 - part.b0, j0 = part.j0, n = part.j1 - part.j0;
   const int R = steps * M;  // the rows k = s * M + b of the sum, at [T, B] row rows[k]
   rows.resize(R);
   for (int k = 0; k < R; ++k) rows[k] = (static_cast<int64_t>(t0) + k / M) * B + b0 + k % M;
-  packed.resize(static_cast<size_t>(R) * n);
   for (int gate = 0; gate < num_gates(f.cell); ++gate) {
     const int c = gate * H + j0;
     const float* dz = f.dzx + c;
-    pack(packed.data(), R, n, f.wide, [&](int k, int col) { return dz[rows[k] * K + col]; });
+    pack(packed, R, n, f.wide, [&](int k, int col) { return dz[rows[k] * K + col]; });
     const int64_t first = rows[0], step = int64_t{B};  // A's rows: M per step, B apart
-    gemm_tn_add(f.wide, D, n, M, steps, f.xs + first * D, D, step * D, packed.data(), g.dw_x + c, K);
+    gemm_tn_add(f.wide, D, n, M, steps, f.xs + first * D, D, step * D, packed, g.dw_x + c, K);
     const bool reset = f.cell == kGru && gate == 2;
     const float* dzr = f.dzh + j0;  // GRU's U_n sees dzh = dn * r, not dn
-    if (reset) pack(packed.data(), R, n, f.wide, [&](int k, int col) { return dzr[rows[k] * H + col]; });
-    gemm_tn_add(f.wide, H, n, M, steps, f.hprev + first * H, H, step * H, packed.data(), g.dw_h + c, K);
+    if (reset) pack(packed, R, n, f.wide, [&](int k, int col) { return dzr[rows[k] * H + col]; });
+    gemm_tn_add(f.wide, H, n, M, steps, f.hprev + first * H, H, step * H, packed, g.dw_h + c, K);
     for (int k = 0; k < R; ++k)
       for (int jj = 0; jj < n; ++jj) {
         g.db[c + jj] += dz[rows[k] * K + jj];
@@ -951,7 +950,9 @@ void backward_thread(const Backward& f, const Part& part, const Grads& grads, Ba
 
   const int chunk = std::max(1, f.chunk_rows / M);
   int pending = 0;
-  std::vector<float> packed;
+  // one gate's dz over a chunk's rows, packed: kept between calls, as above (2048
+  // rows of a 512-unit gate are 4 MiB, which a std::vector mapped afresh every call)
+  const Scratch packed(grads.dw_h != nullptr ? static_cast<size_t>(std::min(chunk, T)) * M * n : 0);
   std::vector<int64_t> rows;
   for (int step = T - 1; step >= 0; --step) {
     const int t = f.reverse ? T - 1 - step : step;
@@ -981,7 +982,7 @@ void backward_thread(const Backward& f, const Part& part, const Grads& grads, Ba
     for (int q = 0; q < M * n; ++q) dh[q] = prod[q] + direct[q];
     // the weight gradients of the pending steps, whose t are contiguous
     if (grads.dw_h != nullptr && (++pending == chunk || step == 0)) {
-      add_weight_grads(f, part, f.reverse ? t - pending + 1 : t, pending, grads, packed, rows);
+      add_weight_grads(f, part, f.reverse ? t - pending + 1 : t, pending, grads, packed.data(), rows);
       pending = 0;
     }
     // no second barrier: the next step's elementwise part reads only this thread's
