@@ -509,11 +509,13 @@ def test_weight_gradient_paths(path, monkeypatch):
 
 def test_gru_sums_its_gradients_in_the_kernel_past_l2():
     """With this CPU's bounds: the GRU's kernel sums them at shape D's size, in chunks
-    of GRAD_CHUNK_ROWS_PAST_L2 rows; the LSTM's leaves them to XLA there, and both sum
-    them in chunks of GRAD_CHUNK_ROWS at shape A's."""
+    of GRAD_CHUNK_ROWS_PAST_L2 rows, but not past the kernel's kept scratch (32 MiB);
+    the LSTM's leaves them to XLA at D, and both sum them in chunks of
+    GRAD_CHUNK_ROWS at shape A's."""
     big, small = (256, 512), (32, 128)  # (D, H)
     assert native.grads_in_kernel("gru", *big) and not native.grads_in_kernel("lstm", *big)
     assert native.grad_chunk_rows("gru", *big) == native.GRAD_CHUNK_ROWS_PAST_L2
+    assert not native.grads_in_kernel("gru", 256, 2048)  # 56 MiB: past the kept scratch
     for name in ("lstm", "gru"):
         assert native.grads_in_kernel(name, *small)
         assert native.grad_chunk_rows(name, *small) == native.GRAD_CHUNK_ROWS

@@ -13,7 +13,7 @@ with one hand-written kernel per direction (`rnn_cpu.cc`) instead of a
   wait between calls);
 - backward: a reverse loop that computes the gates' pre-activation gradients
   ∂z_t and ∂h_{t-1} = ∂z_t Uᵀ. Where the weight gradients are small enough to stay
-  in cache, and for the GRU at any size (`grads_in_kernel`), it also adds x_tᵀ∂z_t,
+  in cache, and for the GRU up to 32 MiB (`grads_in_kernel`), it also adds x_tᵀ∂z_t,
   h_{t-1}ᵀ∂z_t and ∂z_t to them every few steps; else they are single large products
   over all steps in XLA, as the input gradient ∂z Wᵀ always is.
 
@@ -190,11 +190,16 @@ def l2_bytes(default: int = 512 * 1024, root: Path = _CACHE_INFO) -> int:
 # medians of 40.6 / 39.8 / 40.3 ms against 43.0 for XLA's products at the first and
 # 314 / 290 / 285 against 277 at the second.
 GRADS_IN_KERNEL_BYTES = l2_bytes()
-# The same for the GRU: any size. XLA's products for it compute h_{t-1}ᵀ∂z over all
-# 3H columns and then h_{t-1}ᵀ(dn·r) for U_n, a third more work on U than the
-# kernel's sums, which ran faster or level at every shape measured on the Zen 5
-# (`python -m benchmarks.grad_sums`; README, "Speed").
-GRU_GRADS_IN_KERNEL_BYTES = 1 << 62
+# The same for the GRU, past L2 up to the largest scratch block the kernel keeps
+# between calls (32 MiB; a larger one is mapped afresh every call). XLA's products
+# for the GRU compute h_{t-1}ᵀ∂z over all 3H columns and then h_{t-1}ᵀ(dn·r) for
+# U_n, a third more work on U than the kernel's sums. GRU train step, `python -m
+# benchmarks.grad_sums --chunks=512` on the Zen 5, kernel against XLA, median ms:
+# 4.08 / 7.74 at (200, 4, 128, 256), 138.1 / 145.3 at (50, 32, 64, 1024), 139.1 /
+# 142.2 at (100, 64, 512, 512), 154.0 / 161.8 at (20, 32, 128, 1536) (30 MiB of
+# gradients per thread); past the bound, 529.6 / 498.3 at (20, 64, 256, 2048)
+# (56 MiB). Shapes B and D: below, and README, "Speed".
+GRU_GRADS_IN_KERNEL_BYTES = 32 << 20
 # Its updates sum about this many rows of ∂z (a thread's batch rows at consecutive
 # steps) at a time: a longer sum per load and store of the gradients' tiles, while
 # those steps' ∂z stay in cache. 64-128 ran fastest at (100, 32, 32, 128).
