@@ -213,7 +213,7 @@ GRAD_CHUNK_ROWS = 128
 GRAD_CHUNK_ROWS_PAST_L2 = 512
 
 
-def _grad_bytes(kind, D: int, H: int) -> int:
+def _grad_bytes(kind: str, D: int, H: int) -> int:
     if kind not in CELLS:
         raise ValueError(f"kind must be one of {tuple(CELLS)}, got {kind!r}")
     for name, value in (("D", D), ("H", H)):
