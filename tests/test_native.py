@@ -458,8 +458,8 @@ def test_l2_bytes_reads_sysfs(levels, expected, tmp_path):
     assert native.l2_bytes(default=777, root=root) == expected
 
 
-def test_grads_in_kernel_bound_is_this_cpus_l2():
-    assert native.GRADS_IN_KERNEL_BYTES == native.l2_bytes()
+def test_grads_in_kernel_bound_is_twice_this_cpus_l2():
+    assert native.GRADS_IN_KERNEL_BYTES == 2 * native.l2_bytes()
 
 
 # (threads, B, H, GRADS_IN_KERNEL_BYTES, GRU_GRADS_IN_KERNEL_BYTES, chunk rows): where

@@ -12,8 +12,8 @@ with one hand-written kernel per direction (`rnn_cpu.cc`) instead of a
   unit with one barrier per step (the helper threads start once per process and
   wait between calls);
 - backward: a reverse loop that computes the gates' pre-activation gradients
-  ∂z_t and ∂h_{t-1} = ∂z_t Uᵀ. Where the weight gradients are small enough to stay
-  in cache, and for the GRU up to 32 MiB (`grads_in_kernel`), it also adds x_tᵀ∂z_t,
+  ∂z_t and ∂h_{t-1} = ∂z_t Uᵀ. Where the weight gradients fit twice a core's L2,
+  and for the GRU up to 32 MiB (`grads_in_kernel`), it also adds x_tᵀ∂z_t,
   h_{t-1}ᵀ∂z_t and ∂z_t to them every few steps; else they are single large products
   over all steps in XLA, as the input gradient ∂z Wᵀ always is.
 
@@ -180,16 +180,19 @@ def l2_bytes(default: int = 512 * 1024, root: Path = _CACHE_INFO) -> int:
 
 # The largest weight and bias gradients (bytes, per kernel thread) the Elman and
 # LSTM backward kernels sum themselves, every few steps while those steps' ∂z are
-# in cache: one core's L2, which holds them between updates. Larger ones are single
-# products over all steps in XLA after the kernel, which ran faster there. Measured
-# in one process, turn about (LSTM train step): on a Zen 3 (512 KiB L2), XLA's
-# products were faster at (T, B, D, H) = (100, 64, 128, 256), 1.5 MiB of gradients
-# per thread; on a Xeon with 2 MiB L2 the kernel was 4% faster there, and 6% slower
-# at (50, 256, 256, 512), 6 MiB; on the Zen 5 (1 MiB L2), `python -m
-# benchmarks.grad_sums --cell=lstm --chunks=128,512,2048` (--rounds=40 and 20) gave
-# medians of 40.6 / 39.8 / 40.3 ms against 43.0 for XLA's products at the first and
-# 314 / 290 / 285 against 277 at the second.
-GRADS_IN_KERNEL_BYTES = l2_bytes()
+# in cache: twice one core's L2. Larger ones are single products over all steps in
+# XLA after the kernel, which ran faster there. Measured in one process, turn about
+# (train step, `python -m benchmarks.grad_sums`). On the Zen 5 (1 MiB L2), median ms,
+# the kernel's sums in 128-row chunks against XLA's products: LSTM at (T, B, D, H) =
+# (100, 64, 128, 256), 1.6 MB of gradients per thread, 38.81 / 39.58 and 39.12 /
+# 40.74 (`--cell=lstm --chunks=128,512,2048 --rounds=80`, twice); Elman at (50, 256,
+# 256, 512), 1.5 MB, 76.69 / 80.97 (`--cell=elman --chunks=128,512 --rounds=30`);
+# LSTM at (100, 64, 192, 256), 1.8 MB, 43.83 / 45.18; past the bound, LSTM at (100,
+# 64, 128, 384), 3.1 MB, 73.9 / 75.5 (512 rows), at (100, 32, 64, 512), 4.7 MB, 64.9
+# / 61.1, and at (50, 256, 256, 512), 6.3 MB, 290 / 277. Earlier, one L2 was the
+# bound: on a Zen 3 (512 KiB L2) XLA's products were faster at 1.5 MiB; on a Xeon
+# with 2 MiB L2 the kernel was 4% faster there and 6% slower at 6 MiB.
+GRADS_IN_KERNEL_BYTES = 2 * l2_bytes()
 # The same for the GRU, past L2 up to the largest scratch block the kernel keeps
 # between calls (32 MiB; a larger one is mapped afresh every call). XLA's products
 # for the GRU compute h_{t-1}ᵀ∂z over all 3H columns and then h_{t-1}ᵀ(dn·r) for
@@ -208,8 +211,8 @@ GRAD_CHUNK_ROWS = 128
 # tiles then come from L3, so each load and store should serve a longer sum. GRU
 # train step, `python -m benchmarks.grad_sums --chunks=128,512,2048 --rounds=20` on
 # the Zen 5: medians 228.9 / 218.6 / 215.0 ms against 228.4 for XLA's products at
-# (50, 256, 256, 512); with `--shape=100,64,128,256 --rounds=40`, just past L2,
-# 30.79 / 30.77 / 32.36 against 35.19.
+# (50, 256, 256, 512); with `--shape=100,64,128,256 --rounds=40` (1.2 MB per thread,
+# within GRADS_IN_KERNEL_BYTES: 128 rows), 30.79 / 30.77 / 32.36 against 35.19.
 GRAD_CHUNK_ROWS_PAST_L2 = 512
 
 
