@@ -215,6 +215,27 @@ def matmul(size: int, options: dict) -> tuple[dict, object]:
     return record | _warm(run, options["warmup"]), run
 
 
+def fma_peak(size: int, options: dict) -> tuple[dict, object]:
+    """This CPU's peak float32 FMA rate: `jaxseq.native.fma_probe` on every kernel thread
+    at once, as many FLOPs as the `size`² matmul: `(record, run)`, or a "skipped"
+    record and None where the native kernels cannot run or JAX runs on another device."""
+    import jax
+
+    from jaxseq import native
+
+    if jax.default_backend() != "cpu":  # the host CPU's rate says nothing of the device's
+        return dict(skipped=f"the default backend is {jax.default_backend()!r}, not 'cpu'"), None
+    ok, why = native.status()
+    if not ok:
+        return dict(skipped=f"jaxseq.native cannot run here: {why}"), None
+    per_round = native.fma_probe(1)
+    rounds = max(1, round(2.0 * size**3 / per_round))
+    run = lambda: native.fma_probe(rounds)  # noqa: E731
+    record = dict(matmul_size=size, flops=per_round * rounds, compile_s=None)
+    record |= dict(threads=native.threads(), isa=native.isa())
+    return record | _warm(run, options["warmup"]), run
+
+
 def matmul_rate(record: dict) -> dict:
     """GFLOP/s of a timed matmul turn: at its median and at its fastest step."""
     flops = record["flops"]
@@ -316,7 +337,8 @@ def prepare(impl: str, family: str, shape_name: str, shape, args, kwargs: dict):
     """Compiles and warms up every task of one worker: `(records, runs)`, one of each per task.
 
     The tasks are each cell and mode at `shape` (in the order of `args.cells` and
-    `args.modes`); `impl` "matmul" has one task, the dense matmul. `kwargs` go to
+    `args.modes`); `impl` "matmul" has two, the dense matmul and the peak FMA rate
+    (kind "fma_peak"). `kwargs` go to
     `jaxseq.unroll` when `family` is "jaxseq". A skipped task's record has a
     "skipped" reason and its run is None.
     """
@@ -324,7 +346,11 @@ def prepare(impl: str, family: str, shape_name: str, shape, args, kwargs: dict):
     env = environment(family) | dict(impl=impl)
     if impl == "matmul":
         record, run = matmul(args.matmul_size, options)
-        return [env | dict(kind="matmul") | record], [run]
+        peak, peak_run = fma_peak(args.matmul_size, options)
+        return [env | dict(kind="matmul") | record, env | dict(kind="fma_peak") | peak], [
+            run,
+            peak_run,
+        ]
     records, runs = [], []
     modes = [mode for mode in args.modes.split(",") if mode]
     for cell in [cell for cell in args.cells.split(",") if cell]:

@@ -29,7 +29,9 @@ steps do not pay it.
 Turns of one task are seconds apart at most, so a ratio taken within a round sees
 one state of the shared machine, and many short rounds spread its drift evenly over
 every implementation. A `matmul` worker takes a turn at the start of every round
-and measures this machine's dense float32 rate (2048² @ 2048², JAX).
+and measures this machine's dense float32 rate (2048² @ 2048², JAX), then its peak
+float32 FMA rate (`jaxseq.native.fma_probe` on every kernel thread at once, as many
+FLOPs as the matmul; skipped where the native kernels cannot run).
 Reported per (cell, mode, shape, impl), over all rounds' timed steps:
   median and fastest ms per step; the median of the turns' settle calls;
   compile s: `jax.jit(f).lower(...).compile()`;
@@ -41,7 +43,8 @@ Reported per (cell, mode, shape, impl), over all rounds' timed steps:
     3 for GRU; elementwise work ignored), train step ≈ 3× forward;
   % of the matmul rate measured in the same run, and paired
     (`matmul_fraction_paired`: median and middle half over rounds of each turn's
-    GFLOP/s over the rate of the matmul turn that opened its round);
+    GFLOP/s over the rate of the matmul turn that opened its round); and
+    `peak_fraction`, GFLOP/s over the median peak FMA rate;
   speedup vs the fastest anchor (the fastest non-jaxseq implementation in the
     same run): its median ÷ this median, so > 1 means faster than every anchor;
     and the same ratio within each round (`speedup_per_round`), summarised as
@@ -251,7 +254,7 @@ def _start(impls: list[str], shape: str, argv: list[str], env: dict, records: li
         for record in worker_.records:
             if "skipped" in record:
                 records.append(record | dict(kind="skipped"))
-                task = f"{record.get('cell')} {record.get('mode')}"
+                task = f"{record['cell']} {record['mode']}" if "cell" in record else record["kind"]
                 print(f"skipping {impl} {task}: {record['skipped']}")
         pool.append(worker_)
     return pool
@@ -265,7 +268,7 @@ def _turn(worker_: Worker, task: int, round_: int, args) -> dict:
         result = worker_.records[task] | reply | dict(round=round_)
     finally:
         time.sleep(args.gap_ms / 1e3)
-    if result["kind"] == "matmul":
+    if result["kind"] in ("matmul", "fma_peak"):
         result |= workers.matmul_rate(result)
     return result
 
@@ -300,9 +303,11 @@ def _take_turns(args, argv: list[str]) -> list[dict]:
     for shape in shapes:
         pool = _start(impls, shape, argv, env, records)
         for round_ in range(args.rounds):
-            for worker_ in list(matmul):  # the machine's rate, then every task
+            for worker_ in list(matmul):  # the machine's rates, then every task
                 try:
-                    records.append(_turn(worker_, 0, round_, args) | dict(shape=shape))
+                    for task, record in enumerate(worker_.records):  # matmul, FMA peak
+                        if "skipped" not in record:
+                            records.append(_turn(worker_, task, round_, args) | dict(shape=shape))
                 except WorkerFailed as error:
                     records.append(_error("matmul", shape, error))
                     matmul.remove(worker_)
@@ -340,6 +345,8 @@ def summarise(records: list[dict]) -> list[dict]:
     """One summary per (cell, mode, shape, impl), pooling the timed steps of every round."""
     rates = [r["gflops"] for r in records if r["kind"] == "matmul"]
     matmul_gflops = statistics.median(rates) if rates else None
+    peaks = [r["gflops"] for r in records if r["kind"] == "fma_peak" and "gflops" in r]
+    fma_peak_gflops = statistics.median(peaks) if peaks else None
     # the matmul turn that opened each (shape, round): the rate a turn is paired with
     round_rates = {
         (r.get("shape"), r.get("round")): r["gflops"] for r in records if r["kind"] == "matmul"
@@ -366,6 +373,8 @@ def summarise(records: list[dict]) -> list[dict]:
             | dict(peak_bytes=turns[0]["peak_bytes"], gflops=gflops)
             | dict(matmul_gflops=matmul_gflops)
             | dict(matmul_fraction=gflops / matmul_gflops if matmul_gflops else None)
+            | dict(fma_peak_gflops=fma_peak_gflops)
+            | dict(peak_fraction=gflops / fma_peak_gflops if fma_peak_gflops else None)
             | dict(
                 matmul_fraction_paired=_spread(
                     [
@@ -441,6 +450,19 @@ def _conditions(records: list[dict], command: str) -> list[str]:
             f"{statistics.median(rates):.0f} GFLOP/s (median of {len(rates)} turns, "
             f"{min(rates):.0f}–{max(rates):.0f})."
         )
+    peaks = [r for r in records if r["kind"] == "fma_peak" and "gflops" in r]
+    if peaks:
+        rates = [r["gflops"] for r in peaks]
+        text = (
+            f"Peak float32 FMA rate (`jaxseq.native.fma_probe`, registers only, "
+            f"{peaks[0]['threads']} threads, {peaks[0]['isa']}): "
+            f"{statistics.median(rates):.0f} GFLOP/s (median of {len(rates)} turns, "
+            f"{min(rates):.0f}–{max(rates):.0f})"
+        )
+        if matmuls:
+            share = statistics.median(r["gflops"] for r in matmuls) / statistics.median(rates)
+            text += f"; the matmul's median is {100 * share:.0f}% of it"
+        lines.append(text + ".")
     return lines
 
 

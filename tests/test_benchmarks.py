@@ -18,8 +18,10 @@ import time
 import pytest
 
 from benchmarks import _speed_workers, speed
+from jaxseq import native
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NATIVE = native.status()[0]  # the peak FMA rate needs the native kernels
 IMPLS = ("jaxseq", "flax", "torch")
 SUMMARY_KEYS = {
     "median_ms",
@@ -71,7 +73,7 @@ def test_one_summary_per_cell_mode_impl(smoke):
 def test_summaries_file_keeps_every_record_but_the_turns(smoke):
     assert smoke["kept"] == [r for r in smoke["records"] if r["kind"] != "turn"]
     kinds = {r["kind"] for r in smoke["kept"]}
-    assert kinds == {"summary", "matmul", "remat"}
+    assert kinds == {"summary", "matmul", "remat", "fma_peak" if NATIVE else "skipped"}
 
 
 def test_gflops_follow_the_analytic_count(smoke):
@@ -200,6 +202,22 @@ def test_matmul_rate_measured_in_the_same_run(smoke):
         assert m["gflops"] == pytest.approx(2 * 128**3 / (m["median_ms"] * 1e6))
     assert "Dense float32 matmul (128², JAX)" in smoke["markdown"]
     assert "(median of 2 turns" in smoke["markdown"]
+
+
+@pytest.mark.skipif(not NATIVE, reason="jaxseq.native cannot run here")
+def test_fma_peak_measured_in_the_same_run(smoke):
+    """After each round's matmul turn, the peak FMA rate on about as many FLOPs."""
+    peaks = _kind(smoke["records"], "fma_peak")
+    assert [p["round"] for p in peaks] == [0, 1]
+    for p in peaks:
+        assert len(p["times_ms"]) == 2 and p["threads"] >= 1 and p["isa"] in ("avx2", "avx512")
+        per_round = 2 * 12 * {"avx512": 16, "avx2": 8}[p["isa"]] * p["threads"]
+        assert p["flops"] % per_round == 0 and abs(p["flops"] - 2 * 128**3) <= per_round / 2
+        assert p["gflops"] == pytest.approx(p["flops"] / (p["median_ms"] * 1e6))
+    assert "Peak float32 FMA rate (`jaxseq.native.fma_probe`" in smoke["markdown"]
+    for s in _kind(smoke["records"], "summary"):
+        assert s["fma_peak_gflops"] > 0
+        assert s["peak_fraction"] == pytest.approx(s["gflops"] / s["fma_peak_gflops"])
 
 
 def test_remat_report_agrees_and_reports_memory(smoke):

@@ -880,6 +880,10 @@ def test_falls_back_to_xla(label, tmp_path):
             jaxseq.unroll(cell, params, xs, kernel="native")
         except ValueError as error:
             print(error)
+        try:
+            native.fma_probe(1)
+        except RuntimeError as error:
+            print(error)
         """
     )
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAXSEQ_CACHE_DIR=str(tmp_path), **extra)
@@ -891,7 +895,24 @@ def test_falls_back_to_xla(label, tmp_path):
     assert lines[0].startswith("(False, ") and reason in lines[0], lines[0]
     assert lines[1] == "xla"
     assert reason in lines[2], lines[2]
+    assert lines[3].startswith("jaxseq.native cannot run here") and reason in lines[3], lines[3]
     assert not list(tmp_path.glob("*.so"))  # nothing built
+
+
+@pytest.mark.parametrize(("threads", "isa", "lanes"), [("1", "avx2", 8), ("2", None, None)])
+def test_fma_probe_counts_the_flops_of_every_thread(threads, isa, lanes, monkeypatch):
+    """12 vector FMAs (2 FLOPs a lane) per round on each kernel thread, at isa()'s width."""
+    monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", threads)
+    if isa:
+        monkeypatch.setenv("JAXSEQ_NATIVE_ISA", isa)
+    lanes = lanes or {"avx512": 16, "avx2": 8}[native.isa()]
+    assert native.fma_probe(1000) == int(threads) * 1000 * 12 * lanes * 2
+
+
+@pytest.mark.parametrize("rounds", [0, -3, 2.5, True, "4"])
+def test_fma_probe_names_bad_rounds(rounds):
+    with pytest.raises(ValueError, match=f"rounds must be a positive integer, got {rounds!r}"):
+        native.fma_probe(rounds)
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])

@@ -88,6 +88,9 @@ def _load() -> tuple[bool, str]:
     if not level:
         return False, "this CPU lacks AVX2/FMA"
     _ISAS[:] = ISAS[:level]
+    lib.jaxseq_native_fma_probe.restype = ctypes.c_double
+    lib.jaxseq_native_fma_probe.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64]
+    _LIB[:] = [lib]
     for name, symbol in (("forward", lib.JaxseqRnnForward), ("backward", lib.JaxseqRnnBackward)):
         jax.ffi.register_ffi_target(f"jaxseq_rnn_{name}", jax.ffi.pycapsule(symbol), platform="cpu")
     return True, "built and registered"
@@ -100,6 +103,7 @@ def status() -> tuple[bool, str]:
 
 ISAS = ("avx2", "avx512")  # the micro-kernels, narrowest first
 _ISAS: list[str] = []  # those this CPU runs, filled by `_load`
+_LIB: list[ctypes.CDLL] = []  # the loaded library, filled by `_load`
 
 
 def isas() -> tuple[str, ...]:
@@ -134,6 +138,24 @@ def threads() -> int:
             raise ValueError(f"JAXSEQ_NATIVE_THREADS must be a positive integer, got {value!r}")
         return int(value)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def fma_probe(rounds: int) -> float:
+    """Runs `rounds` rounds of 12 independent vector FMAs, in registers only, on each of
+    `threads()` threads at once, `isa()`'s width (AVX-512: 16 lanes, AVX2: 8), and
+    returns the float32 FLOPs done.
+
+    Timed, it gives this CPU's peak float32 FMA rate: the ceiling of any float32
+    product here, the kernels' and XLA's (`python -m benchmarks.speed` reports it
+    beside the matmul rate). Raises RuntimeError where the kernels cannot run
+    (`status()` says why), ValueError for `rounds` that is not a positive integer.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+    ok, why = _load()
+    if not ok:
+        raise RuntimeError(f"jaxseq.native cannot run here: {why}")
+    return _LIB[0].jaxseq_native_fma_probe(threads(), int(isa() == "avx512"), int(rounds))
 
 
 def reason_not(cell, params, xs, carry) -> str | None:

@@ -1153,7 +1153,51 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
   return ffi::Error::Success();
 }
 
+// ------------------------------------------------------------ peak FMA rate
+
+// kAcc independent accumulators, each a = a x + y per round: enough to keep both
+// FMA pipes busy through their latency, in registers only (no loads or stores), so
+// that timing `rounds` of them measures the CPU's float32 FMA rate: the ceiling of
+// any product here, the micro-kernels' included.
+constexpr int kAcc = 12;
+
+template <class V>
+JAXSEQ_INLINE float fma_rounds(int64_t rounds) {
+  typename V::T acc[kAcc];
+  for (int i = 0; i < kAcc; ++i) acc[i] = V::set1(1.0f + i * 1e-3f);
+  const typename V::T x = V::set1(0.9999999f), y = V::set1(1e-7f);  // a stays near 1
+  for (int64_t r = 0; r < rounds; ++r) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kAcc; ++i) acc[i] = V::fmadd(acc[i], x, y);
+  }
+  float out[V::kLanes], sum = 0.0f;
+  for (int i = 0; i < kAcc; ++i) {
+    V::store(out, acc[i]);
+    sum += out[0];
+  }
+  return sum;
+}
+
+JAXSEQ_AVX512 __attribute__((flatten)) float fma_rounds16(int64_t rounds) {
+  return fma_rounds<V16>(rounds);
+}
+
 }  // namespace
+
+// Runs `rounds` rounds of kAcc vector FMAs (16 lanes where `wide`, else 8) on each of
+// `threads` threads at once and returns the float32 FLOPs done (0 for bad arguments).
+extern "C" double jaxseq_native_fma_probe(int threads, int wide, int64_t rounds) {
+  if (threads < 1 || rounds < 1) return 0.0;
+  std::vector<float> sums(threads);
+  auto run = [&](int k) { sums[k] = wide ? fma_rounds16(rounds) : fma_rounds<V8>(rounds); };
+  std::vector<std::thread> helpers;
+  for (int k = 1; k < threads; ++k) helpers.emplace_back(run, k);
+  run(0);
+  for (auto& t : helpers) t.join();
+  volatile float sink = 0.0f;  // the loops' results are used: they are not optimised away
+  for (float v : sums) sink = sink + v;
+  return 2.0 * threads * kAcc * (wide ? 16 : 8) * static_cast<double>(rounds);
+}
 
 // 0: neither kernel can run here; 1: the AVX2/FMA one; 2: the AVX-512 one as well.
 extern "C" int jaxseq_native_supported() {
