@@ -4,13 +4,16 @@ The native backward kernel can add x_tᵀ∂z_t, h_{t-1}ᵀ∂z_t and ∂z_t to 
 bias gradients every few steps, a chunk of ∂z rows at a time (`kernel_sums_<rows>`),
 or leave them to single products over all T·B rows in XLA after it (`xla_products`;
 for the GRU these compute h_{t-1}ᵀ∂z over all 3H columns and then h_{t-1}ᵀ(dn·r) for
-U_n). `jaxseq.native.grads_in_kernel` and `grad_chunk_rows` choose between them; this
+U_n); `--prefetch=both` adds each chunk size with the kernel's tile prefetch off
+(`_no_prefetch`, `jaxseq.native.GRAD_TILE_PREFETCH`). `jaxseq.native.grads_in_kernel`
+and `grad_chunk_rows` choose between them; this
 times each choice's train step (`jax.value_and_grad` of the summed squares of the
 outputs) in one process, taking turns (`--rounds` rounds), after checking that they
 agree. Prints and returns `{name: (min ms, median ms)}`.
 
     .venv/bin/python -m benchmarks.grad_sums                             # GRU at shape D
     .venv/bin/python -m benchmarks.grad_sums --cell=lstm --shape=100,64,128,256
+    .venv/bin/python -m benchmarks.grad_sums --chunks=512 --prefetch=both
 """
 
 import argparse
@@ -24,6 +27,7 @@ from benchmarks._alternate import alternate
 from jaxseq import native
 
 CELLS = {"lstm": jaxseq.lstm, "gru": jaxseq.gru, "elman": jaxseq.elman}
+PREFETCH = {"on": (True,), "off": (False,), "both": (True, False)}  # GRAD_TILE_PREFETCH
 
 
 @contextlib.contextmanager
@@ -55,7 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shape", default="50,256,256,512", help="T,B,D,H (default: D)")
     parser.add_argument("--chunks", default="128,512,2048", help="rows per kernel update")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--prefetch",
+        default="on",
+        help="the kernel's sums with GRAD_TILE_PREFETCH on, off, or both (named _no_prefetch)",
+    )
     args = parser.parse_args(argv)
+    if args.prefetch not in PREFETCH:
+        raise ValueError(f"--prefetch takes one of {', '.join(PREFETCH)}, got {args.prefetch!r}")
     if args.cell not in CELLS:
         raise ValueError(f"--cell takes one of {', '.join(CELLS)}, got {args.cell!r}")
     args.shape = _positive_ints(args.shape, "shape", 4)
@@ -77,12 +88,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     configs = {"xla_products": dict(GRADS_IN_KERNEL_BYTES=0, GRU_GRADS_IN_KERNEL_BYTES=0)}
     for rows in args.chunks:
-        configs[f"kernel_sums_{rows}"] = dict(
-            GRADS_IN_KERNEL_BYTES=1 << 62,
-            GRU_GRADS_IN_KERNEL_BYTES=1 << 62,
-            GRAD_CHUNK_ROWS=rows,
-            GRAD_CHUNK_ROWS_PAST_L2=rows,
-        )
+        for prefetch in PREFETCH[args.prefetch]:
+            name = f"kernel_sums_{rows}" + ("" if prefetch else "_no_prefetch")
+            configs[name] = dict(
+                GRADS_IN_KERNEL_BYTES=1 << 62,
+                GRU_GRADS_IN_KERNEL_BYTES=1 << 62,
+                GRAD_CHUNK_ROWS=rows,
+                GRAD_CHUNK_ROWS_PAST_L2=rows,
+                GRAD_TILE_PREFETCH=prefetch,
+            )
     compiled = {}
     for name, knobs in configs.items():
         with _knobs(**knobs):  # read when the step is traced

@@ -298,6 +298,8 @@ def test_grad_sums_times_each_choice_after_checking_they_agree():
     result = grad_sums.main(["--shape=3,2,3,8", "--chunks=1,4", "--rounds=1"])
     assert set(result) == {"xla_products", "kernel_sums_1", "kernel_sums_4"}
     assert all(0 < fastest <= median for fastest, median in result.values())
+    result = grad_sums.main(["--shape=3,2,3,8", "--chunks=2", "--rounds=1", "--prefetch=both"])
+    assert set(result) == {"xla_products", "kernel_sums_2", "kernel_sums_2_no_prefetch"}
 
 
 @pytest.mark.parametrize(
@@ -307,6 +309,7 @@ def test_grad_sums_times_each_choice_after_checking_they_agree():
         (["--shape=3,2,3"], "--shape takes 4 positive integers separated by commas, got '3,2,3'"),
         (["--chunks=0"], "--chunks takes positive integers separated by commas, got '0'"),
         (["--rounds=0"], "--rounds must be a positive integer, got 0"),
+        (["--prefetch=yes"], "--prefetch takes one of on, off, both, got 'yes'"),
     ],
 )
 def test_grad_sums_names_bad_arguments(argv, message):

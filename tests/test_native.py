@@ -465,13 +465,15 @@ def test_grads_in_kernel_bound_is_twice_this_cpus_l2():
 # (threads, B, H, GRADS_IN_KERNEL_BYTES, GRU_GRADS_IN_KERNEL_BYTES, chunk rows): where
 # the weight gradients are summed, and in chunks of how many rows (GRAD_CHUNK_ROWS
 # within GRADS_IN_KERNEL_BYTES, else GRAD_CHUNK_ROWS_PAST_L2, both set to it). The
-# default (in the kernel, all T = 7 steps at once) runs everywhere else.
+# default (in the kernel, all T = 7 steps at once) runs everywhere else. Every path
+# prefetches the gradients' tiles (GRAD_TILE_PREFETCH) but "batch_chunks_no_prefetch".
 GRAD_PATHS = {
     # the kernel leaves them to XLA; the LSTM and Elman forward kernels save [x | h]ᵀ,
     # by rows 4 + 5, or by units 8 + 16 (x's 3 features then split 1 + 2)
     "xla_products": (2, 9, 16, 0, 0, 128),
     "xla_products_units": (2, 3, 24, 0, 0, 128),
     "batch_chunks": (2, 9, 16, 10**6, 10**6, 8),  # rows 4 + 5: 2 steps, then 1 step, at a time
+    "batch_chunks_no_prefetch": (2, 9, 16, 10**6, 10**6, 8),
     "units_chunks": (2, 3, 24, 10**6, 10**6, 6),  # units 8 + 16, all 3 rows: 2 steps at a time
     "one_step_at_a_time": (1, 5, 16, 10**6, 10**6, 1),
     # the GRU's past GRADS_IN_KERNEL_BYTES, in the kernel (the default); the others', XLA's
@@ -484,6 +486,8 @@ def test_weight_gradient_paths(path, monkeypatch):
     """Summed by the kernel in chunks of steps that split T = 7 unevenly, forwards and
     reversed, over either thread partition, or by XLA's products: autodiff's values."""
     threads, batch, hidden, max_bytes, gru_max_bytes, chunk_rows = GRAD_PATHS[path]
+    prefetch = not path.endswith("_no_prefetch")
+    monkeypatch.setattr(native, "GRAD_TILE_PREFETCH", prefetch)
     monkeypatch.setenv("JAXSEQ_NATIVE_THREADS", str(threads))
     monkeypatch.setattr(native, "GRADS_IN_KERNEL_BYTES", max_bytes)
     monkeypatch.setattr(native, "GRU_GRADS_IN_KERNEL_BYTES", gru_max_bytes)
@@ -500,6 +504,9 @@ def test_weight_gradient_paths(path, monkeypatch):
     chunks = [int(c) for c in re.findall(r"chunk_rows = (\d+) : i64", text)]
     expected_chunks = [chunk_rows if in_kernel[name] else 0 for name in NAMES for _ in labels]
     assert sorted(chunks) == sorted(expected_chunks)
+    prefetches = [int(p) for p in re.findall(r"prefetch = (\d) : i64", text)]
+    expected = [int(in_kernel[name] and prefetch) for name in NAMES for _ in labels]
+    assert sorted(prefetches) == sorted(expected)
     actual = lowered.compile()(inputs, lengths)
     expected = _autodiff_grads(hidden, (batch,), labels)
     for name in NAMES:
@@ -548,6 +555,18 @@ def test_bad_grad_chunk_rows_is_named(knob, value, cell, max_bytes, monkeypatch)
     params, xs, carry, weights = _inputs(H, (B,))[cell]
     with pytest.raises(ValueError, match=f"{knob} must be a positive integer, got {value}"):
         jax.grad(lambda p: _loss(_cell(cell), p, xs, carry, weights, None, False, NATIVE)[0])(
+            params
+        )
+
+
+@pytest.mark.parametrize("value", [1, None, "yes"])
+def test_bad_grad_tile_prefetch_is_named(value, monkeypatch):
+    monkeypatch.setattr(native, "GRAD_TILE_PREFETCH", value)
+    params, xs, carry, weights = _inputs(H, (B,))["lstm"]
+    with pytest.raises(
+        ValueError, match=f"GRAD_TILE_PREFETCH must be True or False, got {value!r}"
+    ):
+        jax.grad(lambda p: _loss(_cell("lstm"), p, xs, carry, weights, None, False, NATIVE)[0])(
             params
         )
 

@@ -236,6 +236,12 @@ GRAD_CHUNK_ROWS = 128
 # (50, 256, 256, 512); with `--shape=100,64,128,256 --rounds=40` (1.2 MB per thread,
 # within GRADS_IN_KERNEL_BYTES: 128 rows), 30.79 / 30.77 / 32.36 against 35.19.
 GRAD_CHUNK_ROWS_PAST_L2 = 512
+# Whether each of those updates loads the next tile of the gradients ahead
+# (`_mm_prefetch`, while the current tile computes): between two updates the rest
+# of the backward step evicts them from cache. GRU train step at (50, 256, 256,
+# 512), `python -m benchmarks.grad_sums --chunks=512 --prefetch=both --rounds=20`
+# on the Zen 5: see README, "Speed".
+GRAD_TILE_PREFETCH = True
 
 
 def _grad_bytes(kind: str, D: int, H: int) -> int:
@@ -355,6 +361,10 @@ def _bwd(kind, reverse, residuals, cotangents):
     outs = [(T, B, K), (T, B, H) if kind == "gru" else (0,), (B, H), (B, H)]
     in_kernel = grads_in_kernel(kind, D, H)
     chunk_rows = grad_chunk_rows(kind, D, H) if in_kernel else 0  # (0: unused)
+    if not isinstance(GRAD_TILE_PREFETCH, bool):
+        raise ValueError(
+            f"jaxseq.native.GRAD_TILE_PREFETCH must be True or False, got {GRAD_TILE_PREFETCH!r}"
+        )
     if in_kernel:  # the weight and bias gradients, summed by the kernel
         outs += [(D, K), (H, K), (K,), (H,) if kind == "gru" else (0,)]
     else:
@@ -373,6 +383,7 @@ def _bwd(kind, reverse, residuals, cotangents):
         masked=valid.size > 0,
         aliases=in_place,
         chunk_rows=chunk_rows,
+        prefetch=in_kernel and GRAD_TILE_PREFETCH,
     )
     d_x = dzx @ w_x.T
     if in_kernel:

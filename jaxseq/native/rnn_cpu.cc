@@ -364,11 +364,21 @@ JAXSEQ_AVX512 void micro512_rows(int mr, int K1, Operands<kTN> o1, int K2, Opera
 // rows leaves too few independent accumulators to hide the FMA latency.
 inline int row_blocks(int M, int most) { return (M + most - 1) / most; }
 
+// Asks for the rows [r0, r0 + rows) x [c0, c0 + w) of C in L1 (two cache lines per row
+// of a 32-wide panel).
+inline void prefetch_tile(const float* C, int ldc, int r0, int rows, int c0, int w) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < w; c += 16)
+      _mm_prefetch(reinterpret_cast<const char*>(C + static_cast<int64_t>(r0 + r) * ldc + c0 + c),
+                   _MM_HINT_T0);
+}
+
 // C[M, N] = A1[M, K1] @ B1[K1, N] + A2[M, K2] @ B2[K2, N] (kTN: C += A1^T B1);
-// N a multiple of 8.
+// N a multiple of 8. `prefetch` (kTN): each tile asks for the next one's rows of C
+// first, so that they arrive while it computes.
 template <bool kTN>
 void gemm2(bool wide, int M, int N, int K1, Operands<kTN> o1, int K2, Operands<kTN> o2,
-           float* C, int ldc) {
+           float* C, int ldc, bool prefetch = false) {
   const int blocks = row_blocks(M, wide ? 12 : 6), pw = panel_width(wide);
   // row r0 of A, and the panel at column c0 of B
   auto at = [](Operands<kTN> o, int K, int r0, int c0) {
@@ -379,6 +389,13 @@ void gemm2(bool wide, int M, int N, int K1, Operands<kTN> o1, int K2, Operands<k
     const int w = std::min(pw, N - c0);
     for (int i = 0; i < blocks; ++i) {
       const int r0 = M * i / blocks, mr = M * (i + 1) / blocks - r0;
+      if (kTN && prefetch) {  // the next tile: the next row block, else the next panel's first
+        const int next = (i + 1) % blocks, c1 = next == 0 ? c0 + pw : c0;
+        if (c1 < N) {
+          const int n0 = M * next / blocks;
+          prefetch_tile(C, ldc, n0, M * (next + 1) / blocks - n0, c1, std::min(pw, N - c1));
+        }
+      }
       const auto p1 = at(o1, K1, r0, c0), p2 = at(o2, K2, r0, c0);
       float* c = C + r0 * ldc + c0;
       if (wide && w > 16)
@@ -402,11 +419,11 @@ void gemm_packed(bool wide, int M, int N, int K1, const float* A1, int lda1, con
 
 // C[M, N] += Σ_s A_s[K, M]^T @ P_s over `steps` blocks: A_s = A + s * a_step (rows
 // of lda) read in place, P the steps * K rows of B packed; N a multiple of 8.
-// The weight gradients' update Σ_t Σ_b h_{t-1}[b]^T dz_t[b].
+// The weight gradients' update Σ_t Σ_b h_{t-1}[b]^T dz_t[b]; `prefetch` as in gemm2.
 void gemm_tn_add(bool wide, int M, int N, int K, int steps, const float* A, int lda,
-                 int64_t a_step, const float* P, float* C, int ldc) {
+                 int64_t a_step, const float* P, float* C, int ldc, bool prefetch) {
   const Operands<true> o{A, lda, P, steps, a_step};
-  gemm2<true>(wide, M, N, K, o, 0, o, C, ldc);
+  gemm2<true>(wide, M, N, K, o, 0, o, C, ldc, prefetch);
 }
 
 // ------------------------------------------------------------------- scratch
@@ -832,6 +849,9 @@ struct Backward {
   // at consecutive steps) at a time
   int chunk_rows;
   bool wide = false;  // the AVX-512 micro-kernel
+  // the updates load each tile of the gradients ahead (gemm2's `prefetch`): between
+  // two updates the rest of the step's work evicts them from cache
+  bool prefetch = false;
 };
 
 // Where one thread sums its share of the weight and bias gradients: [D, G H],
@@ -856,11 +876,13 @@ void add_weight_grads(const Backward& f, const Part& part, int t0, int steps, co
     const float* dz = f.dzx + c;
     pack(packed, R, n, f.wide, [&](int k, int col) { return dz[rows[k] * K + col]; });
     const int64_t first = rows[0], step = int64_t{B};  // A's rows: M per step, B apart
-    gemm_tn_add(f.wide, D, n, M, steps, f.xs + first * D, D, step * D, packed, g.dw_x + c, K);
+    gemm_tn_add(f.wide, D, n, M, steps, f.xs + first * D, D, step * D, packed, g.dw_x + c, K,
+                f.prefetch);
     const bool reset = f.cell == kGru && gate == 2;
     const float* dzr = f.dzh + j0;  // GRU's U_n sees dzh = dn * r, not dn
     if (reset) pack(packed, R, n, f.wide, [&](int k, int col) { return dzr[rows[k] * H + col]; });
-    gemm_tn_add(f.wide, H, n, M, steps, f.hprev + first * H, H, step * H, packed, g.dw_h + c, K);
+    gemm_tn_add(f.wide, H, n, M, steps, f.hprev + first * H, H, step * H, packed, g.dw_h + c, K,
+                f.prefetch);
     for (int k = 0; k < R; ++k)
       for (int jj = 0; jj < n; ++jj) {
         g.db[c + jj] += dz[rows[k] * K + jj];
@@ -1087,7 +1109,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
                         ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> dys,
                         ffi::Buffer<ffi::F32> dhT, ffi::Buffer<ffi::F32> dcT,
                         ffi::Buffer<ffi::F32> xs, int64_t cell, int64_t reverse, int64_t threads,
-                        int64_t masked, int64_t chunk_rows, int64_t wide,
+                        int64_t masked, int64_t chunk_rows, int64_t wide, int64_t prefetch,
                         ffi::ResultBuffer<ffi::F32> dzx,
                         ffi::ResultBuffer<ffi::F32> dzh, ffi::ResultBuffer<ffi::F32> dh0,
                         ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> dw_x,
@@ -1107,6 +1129,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
              dc0->typed_data(), static_cast<int>(chunk_rows)};
   if (auto e = check_wide(wide); e.failure()) return e;
   f.wide = wide != 0;
+  f.prefetch = prefetch != 0;
   // the weight and bias gradients, or (all of them empty) none, left to XLA
   const bool grads = dw_h->element_count() > 0;
   const int64_t K = int64_t{num_gates(static_cast<int>(cell))} * s.H;
@@ -1246,6 +1269,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxseqRnnBackward, BackwardImpl,
                                   .Attr<int64_t>("masked")
                                   .Attr<int64_t>("chunk_rows")
                                   .Attr<int64_t>("wide")
+                                  .Attr<int64_t>("prefetch")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
