@@ -444,26 +444,30 @@ def _conditions(records: list[dict], command: str) -> list[str]:
         text + ".",
     ]
     if matmuls:
-        rates = [r["gflops"] for r in matmuls]
-        lines.append(
-            f"Dense float32 matmul ({matmuls[0]['matmul_size']}², JAX): "
-            f"{statistics.median(rates):.0f} GFLOP/s (median of {len(rates)} turns, "
-            f"{min(rates):.0f}–{max(rates):.0f})."
-        )
+        size = matmuls[0]["matmul_size"]
+        lines.append(f"Dense float32 matmul ({size}², JAX): {_rates(matmuls)}.")
     peaks = [r for r in records if r["kind"] == "fma_peak" and "gflops" in r]
     if peaks:
-        rates = [r["gflops"] for r in peaks]
         text = (
             f"Peak float32 FMA rate (`jaxseq.native.fma_probe`, registers only, "
-            f"{peaks[0]['threads']} threads, {peaks[0]['isa']}): "
-            f"{statistics.median(rates):.0f} GFLOP/s (median of {len(rates)} turns, "
-            f"{min(rates):.0f}–{max(rates):.0f})"
+            f"{peaks[0]['threads']} threads, {peaks[0]['isa']}): {_rates(peaks)}"
         )
         if matmuls:
-            share = statistics.median(r["gflops"] for r in matmuls) / statistics.median(rates)
+            share = statistics.median(r["gflops"] for r in matmuls) / statistics.median(
+                r["gflops"] for r in peaks
+            )
             text += f"; the matmul's median is {100 * share:.0f}% of it"
         lines.append(text + ".")
     return lines
+
+
+def _rates(turns: list[dict]) -> str:
+    """Median GFLOP/s of rate turns (matmul, FMA peak), their count and range."""
+    rates = [r["gflops"] for r in turns]
+    return (
+        f"{statistics.median(rates):.0f} GFLOP/s (median of {len(rates)} turns, "
+        f"{min(rates):.0f}–{max(rates):.0f})"
+    )
 
 
 def markdown(records: list[dict], summaries: list[dict], command: str) -> str:

@@ -1208,15 +1208,15 @@ JAXSEQ_AVX512 __attribute__((flatten)) float fma_rounds16(int64_t rounds) {
 }  // namespace
 
 // Runs `rounds` rounds of kAcc vector FMAs (16 lanes where `wide`, else 8) on each of
-// `threads` threads at once and returns the float32 FLOPs done (0 for bad arguments).
+// `threads` threads at once (the kernels' own, as run_threads places them) and returns
+// the float32 FLOPs done (0 for bad arguments).
 extern "C" double jaxseq_native_fma_probe(int threads, int wide, int64_t rounds) {
   if (threads < 1 || rounds < 1) return 0.0;
+  const std::vector<Part> parts(threads, Part{0, 0, 0, 0});  // (no rows or units: unused)
   std::vector<float> sums(threads);
-  auto run = [&](int k) { sums[k] = wide ? fma_rounds16(rounds) : fma_rounds<V8>(rounds); };
-  std::vector<std::thread> helpers;
-  for (int k = 1; k < threads; ++k) helpers.emplace_back(run, k);
-  run(0);
-  for (auto& t : helpers) t.join();
+  run_threads(parts, false, [&](const Part& part, Barrier&, bool&) {
+    sums[&part - parts.data()] = wide ? fma_rounds16(rounds) : fma_rounds<V8>(rounds);
+  });
   volatile float sink = 0.0f;  // the loops' results are used: they are not optimised away
   for (float v : sums) sink = sink + v;
   return 2.0 * threads * kAcc * (wide ? 16 : 8) * static_cast<double>(rounds);
